@@ -56,7 +56,6 @@ class LLMConfig:
     eos_token_id: tuple[int, ...] = ()
     dtype: str = "float32"
     param_dtype: str = "float32"
-    scan_layers: bool = True
     remat_policy: str = "none"
     attention_impl: str = "auto"
 
@@ -84,7 +83,12 @@ class LLMConfig:
             raise ConfigError(f"{source}: use_sliding_window=true is not supported")
         eos = hf.get("eos_token_id")
         eos = () if eos is None else tuple(eos) if isinstance(eos, list) else (int(eos),)
+        # transformers ≥ 5 writes `rope_parameters` (theta included); older files `rope_theta` + `rope_scaling`.
+        rope_params = hf.get("rope_parameters") or {}
+        theta = rope_params.get("rope_theta", hf.get("rope_theta", 10000.0))
         scaling = hf.get("rope_scaling")
+        if scaling is None and rope_params.get("rope_type", "default") != "default":
+            scaling = {k: v for k, v in rope_params.items() if k != "rope_theta"}
         if scaling is not None:
             kind = scaling.get("rope_type", scaling.get("type"))
             if kind not in ("yarn", "default", None):
@@ -100,7 +104,7 @@ class LLMConfig:
             num_attention_heads=n_heads,
             num_key_value_heads=hf.get("num_key_value_heads") or n_heads,
             rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-            rope_theta=float(hf.get("rope_theta", 10000.0)),
+            rope_theta=float(theta),
             rope_scaling=_freeze(scaling),
             max_position_embeddings=int(hf.get("max_position_embeddings", 32768)),
             tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
