@@ -1,3 +1,7 @@
 """lvjax: JAX/Flax long-video vision-language models (VideoChat-Flash, XComp)."""
 
 __version__ = "0.1.0"
+
+from lvjax.api import convert_hf, export_hf, load  # noqa: E402
+
+__all__ = ["load", "convert_hf", "export_hf"]

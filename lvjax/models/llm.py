@@ -1,0 +1,166 @@
+"""Running the Qwen2 stack with token drops, per-stage KV caches and compacted positions.
+
+A *stage* is a run of consecutive layers that see the same sequence. Between stages the
+visual block `[visual_start, visual_start + n_visual)` shrinks: a drop returns, per batch
+row, the indices (into the current visual block) that survive, and the sequence is rebuilt
+as [prefix, kept visual, suffix]. RoPE positions are recomputed contiguously from the
+valid slots after every drop, so each stage's KV cache has its own length and positions.
+
+Sequences may hold padding slots anywhere (`valid` False): positions skip them and keys
+there are masked. For generation, prompts are laid out so that their last token is the last
+slot; decode step t writes slot `S_s + t` of stage s's cache at position `count_s + t`,
+where `count_s` is the number of valid prompt tokens in stage s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from lvjax.config import LLMConfig
+from lvjax.models.qwen2 import Qwen2, causal_mask, decoder_stack, positions_from_valid, rope_cos_sin
+
+# A drop: (hidden (B,S,D), valid (B,S), positions (B,S), params of the next layer, visual_start, n_visual)
+#         → kept indices (B, n_keep) into the current visual block, sorted ascending.
+DropFn = Callable[..., jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Drop:
+    """After `after` layers have run, keep `n_keep` of the visual tokens chosen by `select`."""
+
+    after: int
+    n_keep: int
+    select: DropFn
+
+
+@dataclasses.dataclass(frozen=True)
+class StageCache:
+    """KV cache of one stage: k, v (n_layers, B, S + max_new, Hkv, D); valid (B, S + max_new)."""
+
+    k: jax.Array
+    v: jax.Array
+    valid: jax.Array
+    prompt_len: int  # S: slots filled by the prompt
+
+    def tree_flatten(self):
+        return (self.k, self.v, self.valid), self.prompt_len
+
+    @classmethod
+    def tree_unflatten(cls, prompt_len, children):
+        return cls(*children, prompt_len)
+
+
+jax.tree_util.register_pytree_node(StageCache, StageCache.tree_flatten, StageCache.tree_unflatten)
+
+
+def _slice_layers(params: dict, start: int, stop: int) -> dict:
+    return jax.tree.map(lambda a: a[start:stop], params["layers"])
+
+
+def run_layers(params: dict, cfg: LLMConfig, x, mask, positions, start: int, stop: int, caches=None, cache_index=None):
+    """Layers [start, stop) on x (B, T, D) → (x, (k, v) stacked over those layers)."""
+    cos, sin = rope_cos_sin(positions, cfg)
+    stack = decoder_stack(cfg, stop - start)
+    return stack.apply({"params": _slice_layers(params, start, stop)}, x, caches, cos, sin, mask, cache_index)
+
+
+def gather_visual(arrays: Sequence[jax.Array], keep: jax.Array, visual_start: int, n_visual: int):
+    """Rebuild each (B, S, ...) array as [prefix, visual[keep], suffix]; keep (B, n_keep)."""
+    b = keep.shape[0]
+    s = arrays[0].shape[1]
+    prefix = jnp.broadcast_to(jnp.arange(visual_start), (b, visual_start))
+    suffix = jnp.broadcast_to(jnp.arange(visual_start + n_visual, s), (b, s - visual_start - n_visual))
+    idx = jnp.concatenate([prefix, keep + visual_start, suffix], axis=1)
+    return [jnp.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1) for a in arrays]
+
+
+def stage_bounds(num_layers: int, drops: Sequence[Drop]) -> list[tuple[int, int]]:
+    """[(start, stop)] of each stage for drops after the given layer counts."""
+    cuts = [d.after for d in drops if 0 < d.after < num_layers]
+    edges = [0, *cuts, num_layers]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def prefill(
+    params: dict,
+    cfg: LLMConfig,
+    x: jax.Array,
+    valid: jax.Array,
+    *,
+    drops: Sequence[Drop] = (),
+    visual_start: int = 0,
+    n_visual: int = 0,
+    max_new: int = 0,
+    return_hidden: bool = False,
+):
+    """Prefill embeddings x (B, T, D) with padding mask `valid` (B, T).
+
+    Returns (final hidden (B, S_last, D) before the final norm, valid of the last stage,
+    per-stage caches (None when max_new == 0), per-layer input hiddens if `return_hidden`).
+    """
+    drops = [d for d in drops if 0 < d.after < cfg.num_hidden_layers]
+    caches, hiddens = [], []
+    for i, (start, stop) in enumerate(stage_bounds(cfg.num_hidden_layers, drops)):
+        positions = positions_from_valid(valid)
+        if return_hidden:
+            # Run layer by layer to expose every layer's input.
+            kvs = []
+            for layer in range(start, stop):
+                hiddens.append(x)
+                x, kv = run_layers(params, cfg, x, causal_mask(valid), positions, layer, layer + 1)
+                kvs.append(kv)
+            kv = jax.tree.map(lambda *a: jnp.concatenate(a), *kvs)
+        else:
+            x, kv = run_layers(params, cfg, x, causal_mask(valid), positions, start, stop)
+        if max_new:
+            pad = [(0, 0), (0, 0), (0, max_new), (0, 0), (0, 0)]
+            caches.append(
+                StageCache(
+                    jnp.pad(kv[0], pad), jnp.pad(kv[1], pad),
+                    jnp.pad(valid, [(0, 0), (0, max_new)]), x.shape[1],
+                )
+            )
+        if i < len(drops):
+            d = drops[i]
+            keep = d.select(x, valid, positions, jax.tree.map(lambda a: a[stop], params["layers"]), visual_start, n_visual)
+            x, valid = gather_visual([x, valid], keep, visual_start, n_visual)
+            n_visual = d.n_keep
+    return x, valid, (caches if max_new else None), hiddens
+
+
+def decode_step(params: dict, cfg: LLMConfig, x: jax.Array, caches: list[StageCache], step: jax.Array):
+    """One token for every row: x (B, 1, D) embeddings at decode step `step` (0-based).
+
+    Returns (hidden (B, 1, D) before the final norm, updated caches).
+    """
+    new_caches = []
+    for (start, stop), c in zip(_bounds_from_caches(cfg, caches), caches):
+        slot = c.prompt_len + step
+        count = jnp.sum(c.valid[:, : c.prompt_len], axis=1, dtype=jnp.int32)
+        positions = (count + step)[:, None]
+        valid = jax.lax.dynamic_update_slice_in_dim(c.valid, jnp.ones((c.valid.shape[0], 1), bool), slot, axis=1)
+        x, (k, v) = run_layers(params, cfg, x, valid[:, None, :], positions, start, stop, (c.k, c.v), slot)
+        new_caches.append(StageCache(k, v, valid, c.prompt_len))
+    return x, new_caches
+
+
+def _bounds_from_caches(cfg: LLMConfig, caches: list[StageCache]) -> list[tuple[int, int]]:
+    edges = [0]
+    for c in caches:
+        edges.append(edges[-1] + c.k.shape[0])
+    assert edges[-1] == cfg.num_hidden_layers, "caches do not cover all layers"
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def head(params: dict, cfg: LLMConfig, x: jax.Array) -> jax.Array:
+    """Final norm + LM head: (B, T, D) → fp32 logits (B, T, V)."""
+    return Qwen2(cfg).apply({"params": params}, x, method=Qwen2.head)
+
+
+def embed(params: dict, cfg: LLMConfig, ids: jax.Array) -> jax.Array:
+    """Token embeddings (B, T) → (B, T, D)."""
+    return Qwen2(cfg).apply({"params": params}, ids, method=Qwen2.embed)
