@@ -87,6 +87,47 @@ def choose(logits: jax.Array, seen: jax.Array, gen: GenerationConfig, rng: jax.A
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
+def _decode(params, cfg: LLMConfig, gen: GenerationConfig, last_hidden, caches, offset, seen, rng):
+    """Pick the first token from `last_hidden` (B, 1, D), then decode with a `lax.while_loop`.
+
+    `offset`: cache slots already used after the prompt. Returns (tokens (B, N), lengths (B,)).
+    """
+    b = last_hidden.shape[0]
+    n = gen.max_new_tokens
+    eos = jnp.asarray(gen.eos_token_ids or (-1,), jnp.int32)
+    rows = jnp.arange(b)
+
+    def pick(hidden, seen, key):
+        return choose(llm.head(params, cfg, hidden)[:, -1], seen, gen, key)
+
+    rng, key = jax.random.split(rng)
+    tok = pick(last_hidden, seen, key)
+    tokens = jnp.full((b, n), gen.pad_token_id, jnp.int32).at[:, 0].set(tok)
+    done = jnp.isin(tok, eos)
+    seen = seen.at[rows, tok].set(True)
+
+    def cond(state):
+        step, _, done, *_ = state
+        return (step < n) & ~jnp.all(done)
+
+    def body(state):
+        step, tokens, done, seen, caches, rng = state
+        prev = tokens[:, step - 1][:, None]
+        x = llm.embed(params, cfg, prev)
+        hidden, caches = llm.extend(params, cfg, x, jnp.ones((b, 1), bool), caches, offset + step - 1)
+        rng, key = jax.random.split(rng)
+        tok = jnp.where(done, gen.pad_token_id, pick(hidden, seen, key))
+        tokens = tokens.at[:, step].set(tok)
+        seen = seen.at[rows, tok].set(seen[rows, tok] | ~done)
+        done = done | jnp.isin(tok, eos)
+        return step + 1, tokens, done, seen, caches, rng
+
+    _, tokens, *_ = jax.lax.while_loop(cond, body, (jnp.int32(1), tokens, done, seen, caches, rng))
+    is_eos = jnp.isin(tokens, eos)
+    lengths = jnp.where(is_eos.any(axis=1), jnp.argmax(is_eos, axis=1) + 1, n)
+    return tokens, lengths
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "gen", "drops", "visual_start", "n_visual"))
 def generate_from_embeds(
     params: dict,
@@ -106,43 +147,20 @@ def generate_from_embeds(
     valid (B, T) marks real prompt slots; seen (B, V) bool the tokens the repetition penalty
     starts from. Returns (tokens (B, max_new_tokens) int32, number generated per row (B,)).
     """
-    b = x.shape[0]
-    n = gen.max_new_tokens
     h, _, caches, _ = llm.prefill(
-        params, cfg, x, valid, drops=drops, visual_start=visual_start, n_visual=n_visual, max_new=n
+        params, cfg, x, valid, drops=drops, visual_start=visual_start, n_visual=n_visual, max_new=gen.max_new_tokens
     )
-    eos = jnp.asarray(gen.eos_token_ids or (-1,), jnp.int32)
+    return _decode(params, cfg, gen, h[:, -1:], caches, 0, seen, rng)
 
-    def pick(hidden, seen, key):
-        logits = llm.head(params, cfg, hidden)[:, -1]
-        return choose(logits, seen, gen, key)
 
-    rng, key = jax.random.split(rng)
-    tok = pick(h[:, -1:], seen, key)
-    tokens = jnp.full((b, n), gen.pad_token_id, jnp.int32).at[:, 0].set(tok)
-    done = jnp.isin(tok, eos)
-    seen = seen.at[jnp.arange(b), tok].set(True)
+@functools.partial(jax.jit, static_argnames=("cfg", "gen"))
+def generate_from_cache(params, caches, x, valid, seen, rng, *, cfg: LLMConfig, gen: GenerationConfig):
+    """Continue prefilled caches with more prompt tokens x (B, T, D) (last slot = last token), then generate.
 
-    def cond(state):
-        step, _, done, *_ = state
-        return (step < n) & ~jnp.all(done)
-
-    def body(state):
-        step, tokens, done, seen, caches, rng = state
-        prev = tokens[:, step - 1]
-        hidden, caches = llm.decode_step(params, cfg, llm.embed(params, cfg, prev[:, None]), caches, step - 1)
-        rng, key = jax.random.split(rng)
-        tok = jnp.where(done, gen.pad_token_id, pick(hidden, seen, key))
-        tokens = tokens.at[:, step].set(tok)
-        rows = jnp.arange(b)
-        seen = seen.at[rows, tok].set(seen[rows, tok] | ~done)
-        done = done | jnp.isin(tok, eos)
-        return step + 1, tokens, done, seen, caches, rng
-
-    _, tokens, done, _, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), tokens, done, seen, caches, rng))
-    is_eos = jnp.isin(tokens, eos)
-    first_eos = jnp.where(is_eos.any(axis=1), jnp.argmax(is_eos, axis=1) + 1, n)
-    return tokens, first_eos
+    The caches must have room for T + max_new_tokens slots after their prompt.
+    """
+    h, caches = llm.extend(params, cfg, x, valid, caches, 0)
+    return _decode(params, cfg, gen, h[:, -1:], caches, x.shape[1], seen, rng)
 
 
 def left_align(ids: np.ndarray, mask: np.ndarray, length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:

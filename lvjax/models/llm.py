@@ -23,8 +23,9 @@ import jax.numpy as jnp
 from lvjax.config import LLMConfig
 from lvjax.models.qwen2 import Qwen2, causal_mask, decoder_stack, positions_from_valid, rope_cos_sin
 
-# A drop: (hidden (B,S,D), valid (B,S), positions (B,S), params of the next layer, visual_start, n_visual)
-#         → kept indices (B, n_keep) into the current visual block, sorted ascending.
+# A drop: (hidden (B,S,D), valid (B,S), positions (B,S), query (B,S) bool, params of the next layer,
+#          visual_start, n_visual) → kept indices (B, n_keep) into the current visual block, ascending.
+# See models/drops.py for the rules.
 DropFn = Callable[..., jax.Array]
 
 
@@ -96,13 +97,18 @@ def prefill(
     n_visual: int = 0,
     max_new: int = 0,
     return_hidden: bool = False,
+    query: jax.Array | None = None,
 ):
     """Prefill embeddings x (B, T, D) with padding mask `valid` (B, T).
+
+    `query` (B, T) bool marks the rows attention-based drops score from (default: the last slot).
 
     Returns (final hidden (B, S_last, D) before the final norm, valid of the last stage,
     per-stage caches (None when max_new == 0), per-layer input hiddens if `return_hidden`).
     """
     drops = [d for d in drops if 0 < d.after < cfg.num_hidden_layers]
+    if query is None:
+        query = jnp.zeros(valid.shape, bool).at[:, -1].set(True)
     caches, hiddens = [], []
     for i, (start, stop) in enumerate(stage_bounds(cfg.num_hidden_layers, drops)):
         positions = positions_from_valid(valid)
@@ -126,24 +132,32 @@ def prefill(
             )
         if i < len(drops):
             d = drops[i]
-            keep = d.select(x, valid, positions, jax.tree.map(lambda a: a[stop], params["layers"]), visual_start, n_visual)
-            x, valid = gather_visual([x, valid], keep, visual_start, n_visual)
+            next_layer = jax.tree.map(lambda a: a[stop], params["layers"])
+            keep = d.select(x, valid, positions, query, next_layer, visual_start, n_visual)
+            x, valid, query = gather_visual([x, valid, query], keep, visual_start, n_visual)
             n_visual = d.n_keep
     return x, valid, (caches if max_new else None), hiddens
 
 
-def decode_step(params: dict, cfg: LLMConfig, x: jax.Array, caches: list[StageCache], step: jax.Array):
-    """One token for every row: x (B, 1, D) embeddings at decode step `step` (0-based).
+def extend(params: dict, cfg: LLMConfig, x: jax.Array, x_valid: jax.Array, caches: list[StageCache], offset):
+    """Run new tokens x (B, T, D) after what the caches hold (decoding when T == 1).
 
-    Returns (hidden (B, 1, D) before the final norm, updated caches).
+    The tokens are written to slots `prompt_len + offset + [0, T)` of every stage's cache;
+    `x_valid` (B, T) marks real tokens (padding slots stay masked). Each token sees the valid
+    cached slots and the new ones up to itself. Returns (hidden (B, T, D) before the final
+    norm, updated caches).
     """
+    t = x.shape[1]
     new_caches = []
     for (start, stop), c in zip(_bounds_from_caches(cfg, caches), caches):
-        slot = c.prompt_len + step
-        count = jnp.sum(c.valid[:, : c.prompt_len], axis=1, dtype=jnp.int32)
-        positions = (count + step)[:, None]
-        valid = jax.lax.dynamic_update_slice_in_dim(c.valid, jnp.ones((c.valid.shape[0], 1), bool), slot, axis=1)
-        x, (k, v) = run_layers(params, cfg, x, valid[:, None, :], positions, start, stop, (c.k, c.v), slot)
+        slot0 = c.prompt_len + offset
+        slots = jnp.arange(c.valid.shape[1])
+        count = jnp.sum(c.valid & (slots < slot0), axis=1, dtype=jnp.int32)
+        positions = count[:, None] + jnp.cumsum(x_valid.astype(jnp.int32), axis=1) - 1
+        valid = jax.lax.dynamic_update_slice_in_dim(c.valid, x_valid, slot0, axis=1)
+        query_slots = slot0 + jnp.arange(t)
+        mask = valid[:, None, :] & (slots[None, None, :] <= query_slots[None, :, None])
+        x, (k, v) = run_layers(params, cfg, x, mask, jnp.maximum(positions, 0), start, stop, (c.k, c.v), slot0)
         new_caches.append(StageCache(k, v, valid, c.prompt_len))
     return x, new_caches
 

@@ -1,0 +1,63 @@
+"""Selection rules for in-LLM visual token drops (the callables inside `llm.Drop`).
+
+Each rule is a frozen dataclass (hashable, so a tuple of drops is a static jit argument)
+called as rule(hidden (B,S,D), valid (B,S), positions (B,S), query (B,S) bool,
+next_layer_params, visual_start, n_visual) → kept indices (B, n_keep) into the visual
+block, ascending.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from lvjax.attention import attention_probs
+from lvjax.config import LLMConfig
+from lvjax.models.qwen2 import RMSNorm, apply_rope, causal_mask, rope_cos_sin
+
+
+@dataclasses.dataclass(frozen=True)
+class KeepStatic:
+    """Keep fixed indices (suffix of each group, uniform subset, …): the same for every row."""
+
+    indices: tuple[int, ...]
+
+    def __call__(self, x, valid, positions, query, layer_params, visual_start, n_visual):
+        idx = jnp.asarray(self.indices, jnp.int32)
+        return jnp.broadcast_to(idx, (x.shape[0], idx.shape[0]))
+
+
+@dataclasses.dataclass(frozen=True)
+class KeepTopAttention:
+    """VideoChat-Flash's `attention` rule: the visual tokens the query rows attend to most.
+
+    Uses the *next* layer's input norm, q/k projections and RoPE at the current positions;
+    causal fp32 softmax per head, mean over heads and query rows, top-k, sorted by position.
+    """
+
+    cfg: LLMConfig
+    n_keep: int
+
+    def __call__(self, x, valid, positions, query, layer_params, visual_start, n_visual):
+        cfg = self.cfg
+        b, s, _ = x.shape
+        h = RMSNorm(cfg.rms_norm_eps, cfg.dtype, cfg.param_dtype).apply(
+            {"params": layer_params["input_layernorm"]}, x
+        )
+        attn = layer_params["self_attn"]
+
+        def proj(name, heads):
+            p = attn[name]
+            return (h @ p["kernel"].astype(h.dtype) + p["bias"].astype(h.dtype)).reshape(b, s, heads, cfg.head_dim)
+
+        cos, sin = rope_cos_sin(positions, cfg)
+        q = apply_rope(proj("q_proj", cfg.num_attention_heads), cos, sin)
+        k = apply_rope(proj("k_proj", cfg.num_key_value_heads), cos, sin)
+        probs = attention_probs(q, k, causal_mask(valid)).mean(axis=1)  # (B, S, S)
+        visual = jax.lax.dynamic_slice_in_dim(probs, visual_start, n_visual, axis=2)  # (B, S, Nv)
+        w = query.astype(jnp.float32)
+        score = jnp.einsum("bs,bsv->bv", w, visual) / jnp.maximum(w.sum(axis=1, keepdims=True), 1.0)
+        top = jax.lax.top_k(score, self.n_keep)[1]
+        return jnp.sort(top, axis=1).astype(jnp.int32)
