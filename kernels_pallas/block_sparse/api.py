@@ -1,0 +1,139 @@
+"""Public entry: `block_sparse_attention(q, k, v, layout, ...)` with a custom VJP.
+
+Pads T to the block multiples (pad tokens are masked by the layout ids), transposes to the
+kernel layout (B, H, T, D), runs the TPU (Mosaic, scalar prefetch) or GPU (Triton) kernels,
+and differentiates with the matching dq / dk-dv kernels that visit only non-empty blocks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import gpu as _gpu
+from . import tpu as _tpu
+from .block_info import BlockInfo, block_info
+from .layout import Layout
+
+DEFAULT_BLOCKS = {"tpu": (512, 512), "gpu": (64, 64)}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    layout: Layout
+    scale: float
+    block_q: int
+    block_kv: int
+    backend: str  # "tpu" | "gpu"
+    interpret: bool
+
+    @property
+    def info(self) -> BlockInfo:
+        return block_info(self.layout, self.block_q, self.block_kv)
+
+
+def _ids(cfg: _Config):
+    info = cfg.info
+    total = max(info.q_len, info.kv_len)
+    q_ids = cfg.layout.q_ids(total)[: info.q_len]
+    kv_ids = cfg.layout.kv_ids(total)[:, : info.kv_len]
+    return jnp.asarray(q_ids), jnp.asarray(kv_ids)
+
+
+def _meta(info: BlockInfo, transposed: bool):
+    if transposed:
+        return tuple(jnp.asarray(a.reshape(-1)) for a in (info.q_counts, info.q_index, info.q_partial))
+    return tuple(jnp.asarray(a.reshape(-1)) for a in (info.counts, info.kv_index, info.kv_partial))
+
+
+def _to_kernel(x, total):
+    """(B, T, H, D) → (B, H, total, D), zero-padded."""
+    x = jnp.swapaxes(x, 1, 2)
+    return jnp.pad(x, ((0, 0), (0, 0), (0, total - x.shape[2]), (0, 0)))
+
+
+def _from_kernel(x, t):
+    return jnp.swapaxes(x[:, :, :t], 1, 2)
+
+
+def _interp(cfg: _Config):
+    return cfg.interpret
+
+
+def _forward(q, k, v, cfg: _Config):
+    info = cfg.info
+    t = q.shape[1]
+    qk, kk, vk = _to_kernel(q, info.q_len), _to_kernel(k, info.kv_len), _to_kernel(v, info.kv_len)
+    q_ids, kv_ids = _ids(cfg)
+    mod = _tpu if cfg.backend == "tpu" else _gpu
+    out, lse = mod.forward(qk, kk, vk, q_ids, kv_ids, _meta(info, False), scale=cfg.scale,
+                           block_q=cfg.block_q, block_kv=cfg.block_kv, interpret=_interp(cfg))
+    return _from_kernel(out, t), lse[:, :, :t, 0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _attention(q, k, v, cfg: _Config):
+    return _forward(q, k, v, cfg)
+
+
+def _attention_fwd(q, k, v, cfg):
+    out, lse = _forward(q, k, v, cfg)
+    return (out, lse), (q, k, v, out, lse)
+
+
+def _attention_bwd(cfg: _Config, res, cts):
+    q, k, v, out, lse = res
+    d_out, d_lse = cts
+    info = cfg.info
+    t = q.shape[1]
+    di = jnp.einsum("bthd,bthd->bht", d_out.astype(jnp.float32), out.astype(jnp.float32))
+    di = di - d_lse.astype(jnp.float32)  # d lse / d logits = p, folded into ds = p (dp - di)
+    lse_in = jnp.where(jnp.isfinite(lse), lse, jnp.inf)  # exp(s - inf) = 0 on empty rows
+
+    def col(x):  # (B, H, T) → (B, H, q_len, 1)
+        return jnp.pad(x, ((0, 0), (0, 0), (0, info.q_len - t)))[..., None]
+
+    q_ids, kv_ids = _ids(cfg)
+    mod = _tpu if cfg.backend == "tpu" else _gpu
+    dq, dk, dv = mod.backward(
+        _to_kernel(q, info.q_len), _to_kernel(k, info.kv_len), _to_kernel(v, info.kv_len),
+        _to_kernel(d_out.astype(q.dtype), info.q_len), col(lse_in), col(di), q_ids, kv_ids,
+        _meta(info, False), _meta(info, True), scale=cfg.scale, block_q=cfg.block_q, block_kv=cfg.block_kv,
+        interpret=_interp(cfg))
+    return _from_kernel(dq, t), _from_kernel(dk, t), _from_kernel(dv, t)
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+def block_sparse_attention(q, k, v, layout: Layout, *, scale: float | None = None, backend: str = "tpu",
+                           block_q: int | None = None, block_kv: int | None = None, interpret: bool = False):
+    """Block-sparse GQA attention following `layout`.
+
+    q (B, T, Hq, D), k/v (B, T, Hkv, D) with T == layout.length and Hq % Hkv == 0; backend
+    "tpu" or "gpu"; interpret=True runs the Pallas kernels on CPU. Returns (out (B,T,Hq,D)
+    in q.dtype, lse (B,Hq,T) fp32, -inf on rows that see no key; out is 0 there).
+    Differentiable in q, k, v (and through lse).
+    """
+    b, t, hq, d = q.shape
+    if k.shape != v.shape or k.shape[0] != b or k.shape[1] != t or k.shape[3] != d:
+        raise ValueError(f"k/v shape {k.shape}/{v.shape} does not fit q {q.shape}")
+    if hq % k.shape[2]:
+        raise ValueError(f"{hq} query heads are not a multiple of {k.shape[2]} kv heads")
+    if t != layout.length:
+        raise ValueError(f"sequence length {t} != layout length {layout.length}")
+    if backend not in DEFAULT_BLOCKS:
+        raise ValueError(f"unknown backend {backend!r}")
+    dq_, dk_ = DEFAULT_BLOCKS[backend]
+    bq = block_q or min(dq_, _pow2_at_least(t))
+    bk = block_kv or min(dk_, _pow2_at_least(t))
+    cfg = _Config(layout, float(d**-0.5 if scale is None else scale), bq, bk, backend, bool(interpret))
+    return _attention(q, k, v, cfg)
+
+
+def _pow2_at_least(n: int) -> int:
+    return max(8, 1 << max(0, int(np.ceil(np.log2(max(n, 1))))))

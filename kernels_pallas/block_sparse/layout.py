@@ -1,0 +1,269 @@
+"""Attention layouts: a compact, hashable description of who attends to whom.
+
+A `Layout` is a tuple of contiguous `Segment`s covering tokens [0, length). Each segment says
+which packed sequence it belongs to (`seq`, -1 = padding), whether it is causal inside itself,
+whether it is *global* (visible to every later token of its sequence) and `lo`, the index of
+the first earlier segment it sees in full (segments lo .. i-1; lo == i sees none of them).
+
+A query token q in segment i may attend to a key token k in segment j iff both are in the same
+(non-padding) sequence and
+
+    j == i and (not causal_i or k <= q)        # its own segment
+    or j < i and (j >= lo_i or global_j)       # a range of earlier segments, plus globals
+
+This covers causal text (one causal segment), shared prefixes (a global segment), video
+segments that attend within themselves (bidirectional or causal) and optionally to the
+previous k segments (Video-XL-2 chunk-sparse prefill), suffix/question tokens that attend to
+everything before them (lo = first segment of the sequence), QC-Comp windows with their own
+question copies, packed independent sequences and padding.
+
+Per-token integer ids are computed lazily (O(length), never length²) from the segments and
+`mask_fn(q_ids, kv_ids)` evaluates the rule elementwise; it runs in numpy on the host and
+in jnp inside the kernels for partially masked blocks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Sequence
+
+import numpy as np
+
+# Field order of the packed id arrays used by the kernels.
+Q_FIELDS = ("seq", "seg", "lo", "causal", "pos")
+KV_FIELDS = ("seq", "seg", "glob", "pos")
+N_ID_FIELDS = 8  # fields are padded to 8 rows/columns (one TPU sublane tile)
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """A run of `length` tokens. `lo` is an absolute segment index (see module docstring)."""
+
+    length: int
+    seq: int = 0
+    lo: int = -1  # -1: resolved by Layout to "this segment itself" (sees no earlier segment range)
+    causal: bool = True
+    is_global: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Hashable attention layout over `length` tokens; see the module docstring."""
+
+    segments: tuple[Segment, ...]
+
+    def __post_init__(self):
+        segs = []
+        for i, s in enumerate(self.segments):
+            if s.length < 0:
+                raise ValueError(f"segment {i} has negative length {s.length}")
+            lo = i if s.lo < 0 else s.lo
+            if lo > i:
+                raise ValueError(f"segment {i}: lo={lo} lies after the segment")
+            segs.append(dataclasses.replace(s, lo=lo))
+        # A segment's visible range must stay in its own sequence.
+        for i, s in enumerate(segs):
+            for j in range(s.lo, i):
+                if segs[j].seq != s.seq:
+                    raise ValueError(f"segment {i} (seq {s.seq}) sees segment {j} of seq {segs[j].seq}")
+        object.__setattr__(self, "segments", tuple(segs))
+
+    # ---- basic facts -------------------------------------------------------------------
+    @property
+    def length(self) -> int:
+        return int(sum(s.length for s in self.segments))
+
+    @functools.cached_property
+    def starts(self) -> np.ndarray:
+        """(n_segments + 1,) int64 token offsets of the segment boundaries."""
+        return np.concatenate([[0], np.cumsum([s.length for s in self.segments])]).astype(np.int64)
+
+    def padded(self, total: int) -> "Layout":
+        """This layout followed by padding tokens up to `total` tokens."""
+        if total < self.length:
+            raise ValueError(f"cannot pad a layout of {self.length} tokens to {total}")
+        if total == self.length:
+            return self
+        return Layout(self.segments + (Segment(total - self.length, seq=-1, causal=False),))
+
+    # ---- per-token ids -----------------------------------------------------------------
+    def token_ids(self, total: int | None = None) -> dict[str, np.ndarray]:
+        """Per-token int32 ids (each (total,)), tokens past `length` are padding."""
+        return _token_ids(self, self.length if total is None else int(total))
+
+    def q_ids(self, total: int | None = None) -> np.ndarray:
+        """(total, 8) int32, columns in `Q_FIELDS` order (kernel input for query blocks)."""
+        ids = self.token_ids(total)
+        out = np.zeros((len(ids["pos"]), N_ID_FIELDS), np.int32)
+        for c, f in enumerate(Q_FIELDS):
+            out[:, c] = ids[f]
+        return out
+
+    def kv_ids(self, total: int | None = None) -> np.ndarray:
+        """(8, total) int32, rows in `KV_FIELDS` order (kernel input for key blocks)."""
+        ids = self.token_ids(total)
+        out = np.zeros((N_ID_FIELDS, len(ids["pos"])), np.int32)
+        for r, f in enumerate(KV_FIELDS):
+            out[r] = ids[f]
+        return out
+
+    def dense_mask(self, total: int | None = None) -> np.ndarray:
+        """(total, total) bool mask, True = may attend. For tests and small sizes only."""
+        ids = self.token_ids(total)
+        q = {f: ids[f][:, None] for f in Q_FIELDS}
+        kv = {f: ids[f][None, :] for f in KV_FIELDS}
+        return np.asarray(mask_fn(q, kv))
+
+
+@functools.lru_cache(maxsize=64)
+def _token_ids(layout: Layout, total: int) -> dict[str, np.ndarray]:
+    n = layout.length
+    if total < n:
+        raise ValueError(f"total {total} < layout length {n}")
+    lens = np.array([s.length for s in layout.segments] + [total - n], np.int64)
+    segs = list(layout.segments) + [Segment(total - n, seq=-1, lo=len(layout.segments), causal=False)]
+    rep = lambda vals: np.repeat(np.asarray(vals, np.int64), lens).astype(np.int32)  # noqa: E731
+    ids = {
+        "seq": rep([s.seq for s in segs]),
+        "seg": rep(list(range(len(segs)))),
+        "lo": rep([s.lo for s in segs]),
+        "causal": rep([int(s.causal) for s in segs]),
+        "glob": rep([int(s.is_global) for s in segs]),
+        "pos": np.arange(total, dtype=np.int32),
+    }
+    for v in ids.values():
+        v.setflags(write=False)
+    return ids
+
+
+def mask_fn(q: dict, kv: dict):
+    """Elementwise attention rule. `q`/`kv` map field names to broadcastable int arrays
+    (numpy or jnp); returns a boolean array of the broadcast shape."""
+    same = (q["seq"] == kv["seq"]) & (q["seq"] >= 0)
+    own = (q["seg"] == kv["seg"]) & ((q["causal"] == 0) | (kv["pos"] <= q["pos"]))
+    before = (kv["seg"] < q["seg"]) & ((kv["seg"] >= q["lo"]) | (kv["glob"] != 0))
+    return same & (own | before)
+
+
+# ---- constructors ------------------------------------------------------------------------
+
+
+def causal(n: int, *, seq: int = 0) -> Layout:
+    """Plain causal text of n tokens."""
+    return Layout((Segment(n, seq=seq, causal=True),))
+
+
+def full(n: int, *, seq: int = 0) -> Layout:
+    """Bidirectional attention over n tokens."""
+    return Layout((Segment(n, seq=seq, causal=False),))
+
+
+def _build(parts: Sequence[tuple[int, str, bool, int | None]], seq: int) -> Layout:
+    """parts: (length, role, causal, lookback). role in {"global", "local", "all"}:
+    global = visible to all later tokens; "all" = sees every earlier token; "local" sees the
+    previous `lookback` *local* parts (plus globals). Zero-length parts are dropped."""
+    segs: list[Segment] = []
+    local_idx: list[int] = []  # absolute indices of earlier local segments
+    first = None
+    for length, role, is_causal, lookback in parts:
+        if length <= 0:
+            continue
+        i = len(segs)
+        first = i if first is None else first
+        if role in ("all", "global"):
+            lo = first
+        else:
+            k = lookback or 0
+            if k <= 0 or not local_idx:
+                lo = i
+            else:
+                lo = local_idx[-k] if k <= len(local_idx) else local_idx[0]
+        segs.append(Segment(length, seq=seq, lo=lo, causal=is_causal, is_global=(role == "global")))
+        if role == "local":
+            local_idx.append(i)
+    return Layout(tuple(segs))
+
+
+def segmented(
+    prefix: int,
+    segment_lens: Sequence[int],
+    suffix: int = 0,
+    *,
+    segment_causal: bool = False,
+    prev: int = 0,
+    prefix_causal: bool = True,
+    suffix_causal: bool = True,
+    seq: int = 0,
+) -> Layout:
+    """A shared (global) prefix, video segments that attend within themselves and to the
+    previous `prev` segments (bidirectional or causal inside), and a suffix that attends to
+    everything before it."""
+    parts = [(prefix, "global", prefix_causal, None)]
+    parts += [(n, "local", segment_causal, prev) for n in segment_lens]
+    parts.append((suffix, "all", suffix_causal, None))
+    return _build(parts, seq)
+
+
+def chunk_sparse(
+    prefix: int,
+    n_chunks: int,
+    chunk_len: int,
+    prev_k: int,
+    suffix: int = 0,
+    *,
+    timestamp_len: int = 0,
+    seq: int = 0,
+) -> Layout:
+    """Video-XL-2 chunk-sparse prefill: visual chunk b attends causally to itself and the
+    previous `prev_k` chunks; the prefix and the optional timestamp tokens before each chunk
+    are global (visible to all later tokens) and see everything before them; the suffix
+    (question) attends to everything."""
+    parts = [(prefix, "global", True, None)]
+    for _ in range(n_chunks):
+        parts.append((timestamp_len, "global", True, None))
+        parts.append((chunk_len, "local", True, prev_k))
+    parts.append((suffix, "all", True, None))
+    return _build(parts, seq)
+
+
+def qc_windows(
+    prefix: int,
+    window_lens: Sequence[int],
+    question_len: int,
+    *,
+    window_causal: bool = True,
+    question_causal: bool = True,
+    prefix_causal: bool = True,
+    seq: int = 0,
+) -> Layout:
+    """QC-Comp windows: a shared prefix, then W windows each seeing prefix + itself, each
+    followed by its own question copy seeing prefix + its window + itself."""
+    segs: list[Segment] = []
+    if prefix > 0:
+        segs.append(Segment(prefix, seq=seq, lo=0, causal=prefix_causal, is_global=True))
+    for w in window_lens:
+        if w > 0:
+            segs.append(Segment(w, seq=seq, causal=window_causal))
+            win = len(segs) - 1
+        else:
+            win = len(segs)
+        if question_len > 0:
+            segs.append(Segment(question_len, seq=seq, lo=win, causal=question_causal))
+    return Layout(tuple(segs))
+
+
+def packed(*layouts: Layout) -> Layout:
+    """Independent sequences one after another; sequence ids are renumbered 0, 1, ...
+    Padding segments (seq -1) stay padding."""
+    segs: list[Segment] = []
+    for n, lay in enumerate(layouts):
+        off = len(segs)
+        for s in lay.segments:
+            segs.append(dataclasses.replace(s, lo=s.lo + off, seq=(-1 if s.seq < 0 else n)))
+    return Layout(tuple(segs))
+
+
+def padding(n: int) -> Layout:
+    """n padding tokens (attend to nothing, seen by nothing)."""
+    return Layout((Segment(n, seq=-1, causal=False),))
