@@ -46,13 +46,48 @@ def attention_probs(q, k, mask=None, *, scale: float | None = None):
     return probs.reshape(b, hq, t, s)
 
 
-def attend(q, k, v, mask=None, *, scale: float | None = None, impl: str = "auto"):
+_IMPLS = ("auto", "xla", "pallas_tpu", "pallas_gpu")
+
+
+def attend(
+    q,
+    k,
+    v,
+    mask=None,
+    *,
+    scale: float | None = None,
+    impl: str = "auto",
+    layout=None,
+    interpret: bool = False,
+):
     """Masked multi-head attention with GQA. Returns (B, T, Hq, D) in q's dtype.
 
-    `impl` selects the implementation: "auto"/"xla" is the dense XLA reference.
+    `impl` selects the implementation: "xla" is the dense XLA reference; "pallas_tpu" /
+    "pallas_gpu" the block-sparse Pallas kernels (need `layout`); "auto" is the dense path
+    without a layout, and with one the kernel of the default backend (dense on CPU).
+    `layout` (kernels_pallas.block_sparse.Layout, T == S == layout.length) says who attends
+    to whom; on the dense path it is turned into a mask (ANDed with `mask`). `interpret`
+    runs the Pallas kernels in interpret mode (CPU tests).
     """
-    if impl not in ("auto", "xla"):
-        raise ValueError(f"unknown attention impl {impl!r}")
+    if impl not in _IMPLS:
+        raise ValueError(f"unknown attention impl {impl!r}; expected one of {_IMPLS}")
+    if layout is not None:
+        if impl == "auto":
+            impl = {"tpu": "pallas_tpu", "gpu": "pallas_gpu"}.get(jax.default_backend(), "xla")
+        if impl != "xla":
+            if mask is not None:
+                raise ValueError("attend: pass either `layout` or `mask` to the Pallas kernels, not both")
+            from kernels_pallas.block_sparse.api import block_sparse_attention
+
+            backend = "tpu" if impl == "pallas_tpu" else "gpu"
+            out, _ = block_sparse_attention(q, k, v, layout, scale=scale, backend=backend, interpret=interpret)
+            return out
+        if q.shape[1] != layout.length or k.shape[1] != layout.length:
+            raise ValueError(f"attend: q/k lengths {q.shape[1]}/{k.shape[1]} != layout length {layout.length}")
+        lmask = jnp.asarray(layout.dense_mask())
+        mask = lmask if mask is None else jnp.logical_and(jnp.asarray(mask, bool), lmask)
+    elif impl not in ("auto", "xla"):
+        raise ValueError(f"attend: impl {impl!r} needs a `layout`")
     b, t, hq, d = q.shape
     hkv = k.shape[2]
     probs = attention_probs(q, k, mask, scale=scale).reshape(b, hkv, hq // hkv, t, k.shape[1])

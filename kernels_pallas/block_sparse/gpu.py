@@ -1,9 +1,198 @@
-"""Pallas GPU block-sparse attention (work in progress)."""
+"""Pallas GPU (Triton lowering) block-sparse attention: forward, dq and dk/dv kernels.
+
+Same kernel layout as tpu.py: q/do (B, Hq, Tq, D), k/v (B, Hkv, Tk, D), lse/di
+(B, Hq, Tq, 1) fp32, ids q (Tq, 8) / kv (8, Tk) int32, flattened metadata. One program per
+(batch, head, query block) loops (`fori_loop` with a data-dependent trip count) over that
+block's visited key blocks only, read from the metadata; dk/dv programs (batch, kv head, key
+block) loop over the G query heads of the group and the query blocks that see the key block.
+The Triton lowering is deprecated after JAX 0.10 (see docs/kernels.md for the plan).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.experimental import pallas as pl
+
+from .layout import KV_FIELDS, Q_FIELDS, mask_fn
+
+try:  # the Triton backend's compiler params (absent in JAX versions that dropped it)
+    from jax.experimental.pallas import triton as _plgpu
+except ImportError:  # pragma: no cover
+    _plgpu = None
+
+NEG = -0.7 * float(np.finfo(np.float32).max)
 
 
-def forward(*args, **kwargs):
-    raise NotImplementedError("GPU block-sparse kernel not written yet")
+def _params(d: int):
+    if _plgpu is None:
+        return None
+    return _plgpu.CompilerParams(num_warps=4 if d <= 64 else 8, num_stages=2)
 
 
-def backward(*args, **kwargs):
-    raise NotImplementedError("GPU block-sparse kernel not written yet")
+def _q_ids(qid_ref, sl):
+    return {f: qid_ref[c, sl][:, None] for c, f in enumerate(Q_FIELDS)}
+
+
+def _kv_ids(kvid_ref, sl):
+    return {f: kvid_ref[r, sl][None, :] for r, f in enumerate(KV_FIELDS)}
+
+
+def _fwd_kernel(cnt_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, qid_ref, kvid_ref, o_ref, lse_ref,
+                *, scale, width, block_q, block_kv):
+    i = pl.program_id(2)
+    q = q_ref[...]
+    qid = _q_ids(qid_ref, pl.ds(i * block_q, block_q))
+
+    def body(j, carry):
+        acc, m, l = carry
+        n = i * width + j
+        sl = pl.ds(idx_ref[n] * block_kv, block_kv)
+        k, v = k_ref[sl, :], v_ref[sl, :]
+        s = jnp.dot(q, k.T, preferred_element_type=jnp.float32) * scale
+        mask = mask_fn(qid, _kv_ids(kvid_ref, sl)) | (part_ref[n] == 0)
+        s = jnp.where(mask, s, NEG)
+        m_new = jnp.maximum(m, s.max(axis=-1))
+        alpha = jnp.exp(m - m_new)
+        p = jnp.where(mask, jnp.exp(s - m_new[:, None]), 0.0)
+        l = alpha * l + p.sum(axis=-1)
+        acc = alpha[:, None] * acc + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        return acc, m_new, l
+
+    d = q.shape[-1]
+    init = (jnp.zeros((block_q, d), jnp.float32), jnp.full((block_q,), NEG, jnp.float32),
+            jnp.zeros((block_q,), jnp.float32))
+    acc, m, l = lax.fori_loop(0, cnt_ref[i], body, init)
+    ok = l > 0
+    o_ref[...] = (acc / jnp.where(ok, l, 1.0)[:, None]).astype(o_ref.dtype)
+    lse_ref[...] = jnp.where(ok, m + jnp.log(jnp.where(ok, l, 1.0)), -jnp.inf)
+
+
+def forward(q, k, v, q_ids, kv_ids, meta, *, scale: float, block_q: int, block_kv: int, interpret=False):
+    """q (B,Hq,Tq,D), k/v (B,Hkv,Tk,D) → out (B,Hq,Tq,D), lse (B,Hq,Tq,1) fp32 (-inf on empty rows)."""
+    b, hq, tq, d = q.shape
+    hkv, tk = k.shape[1], k.shape[2]
+    g = hq // hkv
+    nq = tq // block_q
+    counts, kv_index, kv_partial = meta
+    width = kv_index.shape[0] // nq
+    q_ids_t = q_ids.T  # (8, Tq)
+    full = lambda shape: pl.BlockSpec(shape, lambda *_: (0,) * len(shape))  # noqa: E731
+    out, lse = pl.pallas_call(
+        functools.partial(_fwd_kernel, scale=scale, width=width, block_q=block_q, block_kv=block_kv),
+        grid=(b, hq, nq),
+        in_specs=[
+            full(counts.shape), full(kv_index.shape), full(kv_partial.shape),
+            pl.BlockSpec((None, None, block_q, d), lambda bb, h, i: (bb, h, i, 0)),
+            pl.BlockSpec((None, None, tk, d), lambda bb, h, i: (bb, h // g, 0, 0)),
+            pl.BlockSpec((None, None, tk, d), lambda bb, h, i: (bb, h // g, 0, 0)),
+            full(q_ids_t.shape), full(kv_ids.shape),
+        ],
+        out_specs=[pl.BlockSpec((None, None, block_q, d), lambda bb, h, i: (bb, h, i, 0)),
+                   pl.BlockSpec((None, None, block_q), lambda bb, h, i: (bb, h, i))],
+        out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((b, hq, tq), jnp.float32)],
+        compiler_params=_params(d),
+        interpret=interpret,
+        name="block_sparse_fwd_gpu",
+    )(counts, kv_index, kv_partial, q, k, v, q_ids_t, kv_ids)
+    return out, lse[..., None]
+
+
+def _dq_kernel(cnt_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, qid_ref, kvid_ref,
+               dq_ref, *, scale, width, block_q, block_kv):
+    i = pl.program_id(2)
+    q, do = q_ref[...], do_ref[...]
+    lse, di = lse_ref[...][:, None], di_ref[...][:, None]
+    qid = _q_ids(qid_ref, pl.ds(i * block_q, block_q))
+
+    def body(j, dq):
+        n = i * width + j
+        sl = pl.ds(idx_ref[n] * block_kv, block_kv)
+        k, v = k_ref[sl, :], v_ref[sl, :]
+        s = jnp.dot(q, k.T, preferred_element_type=jnp.float32) * scale
+        mask = mask_fn(qid, _kv_ids(kvid_ref, sl)) | (part_ref[n] == 0)
+        p = jnp.where(mask, jnp.exp(s - lse), 0.0)
+        dp = jnp.dot(do, v.T, preferred_element_type=jnp.float32)
+        ds = p * (dp - di)
+        return dq + jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32) * scale
+
+    dq = lax.fori_loop(0, cnt_ref[i], body, jnp.zeros(q.shape, jnp.float32))
+    dq_ref[...] = dq.astype(dq_ref.dtype)
+
+
+def _dkv_kernel(cnt_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, qid_ref, kvid_ref,
+                dk_ref, dv_ref, *, scale, width, groups, block_q, block_kv):
+    kj = pl.program_id(2)
+    k, v = k_ref[...], v_ref[...]
+    kvid = _kv_ids(kvid_ref, pl.ds(kj * block_kv, block_kv))
+    n_vis = cnt_ref[kj]
+
+    def body(t, carry):
+        dk, dv = carry
+        gg, j = t // n_vis, t % n_vis
+        n = kj * width + j
+        sl = pl.ds(idx_ref[n] * block_q, block_q)
+        q, do = q_ref[gg, sl, :], do_ref[gg, sl, :]
+        lse, di = lse_ref[gg, sl][:, None], di_ref[gg, sl][:, None]
+        s = jnp.dot(q, k.T, preferred_element_type=jnp.float32) * scale
+        mask = mask_fn(_q_ids(qid_ref, sl), kvid) | (part_ref[n] == 0)
+        p = jnp.where(mask, jnp.exp(s - lse), 0.0)
+        dv = dv + jnp.dot(p.T.astype(do.dtype), do, preferred_element_type=jnp.float32)
+        dp = jnp.dot(do, v.T, preferred_element_type=jnp.float32)
+        ds = p * (dp - di)
+        dk = dk + jnp.dot(ds.T.astype(q.dtype), q, preferred_element_type=jnp.float32) * scale
+        return dk, dv
+
+    zeros = jnp.zeros(k.shape, jnp.float32)
+    dk, dv = lax.fori_loop(0, groups * n_vis, body, (zeros, zeros))
+    dk_ref[...] = dk.astype(dk_ref.dtype)
+    dv_ref[...] = dv.astype(dv_ref.dtype)
+
+
+def backward(q, k, v, do, lse, di, q_ids, kv_ids, meta, meta_t, *, scale: float, block_q: int, block_kv: int,
+             interpret=False):
+    """(dq, dk, dv) in the kernel layout; lse is +inf on empty rows, di = rowsum(do*out) - d_lse."""
+    b, hq, tq, d = q.shape
+    hkv, tk = k.shape[1], k.shape[2]
+    g = hq // hkv
+    nq, nk = tq // block_q, tk // block_kv
+    width = meta[1].shape[0] // nq
+    width_t = meta_t[1].shape[0] // nk
+    lse, di = lse[..., 0], di[..., 0]
+    q_ids_t = q_ids.T
+    full = lambda shape: pl.BlockSpec(shape, lambda *_: (0,) * len(shape))  # noqa: E731
+    qblk = pl.BlockSpec((None, None, block_q, d), lambda bb, h, i: (bb, h, i, 0))
+    rowblk = pl.BlockSpec((None, None, block_q), lambda bb, h, i: (bb, h, i))
+    kvall = pl.BlockSpec((None, None, tk, d), lambda bb, h, i: (bb, h // g, 0, 0))
+    dq = pl.pallas_call(
+        functools.partial(_dq_kernel, scale=scale, width=width, block_q=block_q, block_kv=block_kv),
+        grid=(b, hq, nq),
+        in_specs=[*(full(m.shape) for m in meta), qblk, kvall, kvall, qblk, rowblk, rowblk,
+                  full(q_ids_t.shape), full(kv_ids.shape)],
+        out_specs=qblk,
+        out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
+        compiler_params=_params(d),
+        interpret=interpret,
+        name="block_sparse_dq_gpu",
+    )(*meta, q, k, v, do, lse, di, q_ids_t, kv_ids)
+
+    # Query-side refs cover the G heads of the group: block (G, Tq) along (heads, time).
+    qgrp = pl.BlockSpec((None, g, tq, d), lambda bb, h, j: (bb, h, 0, 0))
+    rowgrp = pl.BlockSpec((None, g, tq), lambda bb, h, j: (bb, h, 0))
+    kblk = pl.BlockSpec((None, None, block_kv, d), lambda bb, h, j: (bb, h, j, 0))
+    dk, dv = pl.pallas_call(
+        functools.partial(_dkv_kernel, scale=scale, width=width_t, groups=g, block_q=block_q, block_kv=block_kv),
+        grid=(b, hkv, nk),
+        in_specs=[*(full(m.shape) for m in meta_t), qgrp, kblk, kblk, qgrp, rowgrp, rowgrp,
+                  full(q_ids_t.shape), full(kv_ids.shape)],
+        out_specs=[kblk, kblk],
+        out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
+        compiler_params=_params(d),
+        interpret=interpret,
+        name="block_sparse_dkv_gpu",
+    )(*meta_t, q, k, v, do, lse, di, q_ids_t, kv_ids)
+    return dq, dk, dv

@@ -1,0 +1,141 @@
+"""Layouts and block metadata: semantics of each layout type, metadata exactly equal to a
+brute-force block classification of the dense mask, visit lists and their transpose."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels_pallas.block_sparse import layout as L
+from kernels_pallas.block_sparse.block_info import EMPTY, FULL, PARTIAL, block_info, brute_force_kinds
+
+LAYOUTS = {
+    "causal": L.causal(37),
+    "full": L.full(21),
+    "segmented_bidir": L.segmented(5, [13, 9, 20, 6], 7),
+    "segmented_causal_prev2": L.segmented(5, [13, 9, 20, 6], 7, segment_causal=True, prev=2),
+    "segmented_no_prefix_suffix": L.segmented(0, [10, 10, 3], 0, prev=1),
+    "chunk_sparse": L.chunk_sparse(6, 7, 9, 3, 8),
+    "chunk_sparse_timestamps": L.chunk_sparse(6, 5, 9, 2, 8, timestamp_len=3),
+    "qc_windows_causal": L.qc_windows(6, [10, 7, 12], 5),
+    "qc_windows_bidir_question": L.qc_windows(6, [10, 7, 12], 5, question_causal=False, window_causal=False),
+    "packed_padded": L.packed(L.causal(20), L.padding(5), L.segmented(3, [8, 8], 4), L.qc_windows(2, [5, 5], 3)).padded(70),
+    "padding_only": L.padding(19),
+}
+
+
+def _brute(mask_fn_layout: L.Layout, i: int, j: int) -> bool:
+    """Direct per-pair rule from the segment list (independent of token ids)."""
+    st_ = mask_fn_layout.starts
+    si = int(np.searchsorted(st_, i, side="right") - 1)
+    sj = int(np.searchsorted(st_, j, side="right") - 1)
+    a, b = mask_fn_layout.segments[si], mask_fn_layout.segments[sj]
+    if a.seq < 0 or a.seq != b.seq:
+        return False
+    if si == sj:
+        return (not a.causal) or j <= i
+    return sj < si and (sj >= a.lo or b.is_global)
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_dense_mask_matches_pair_rule(name):
+    lay = LAYOUTS[name]
+    m = lay.dense_mask()
+    n = lay.length
+    expect = np.array([[_brute(lay, i, j) for j in range(n)] for i in range(n)], bool)
+    np.testing.assert_array_equal(m, expect)
+
+
+def test_layout_semantics():
+    # QC-Comp: window 1 sees the prefix and itself, not window 0; its question sees prefix + window 1 + itself.
+    lay = L.qc_windows(2, [3, 3], 2, question_causal=False, window_causal=False)
+    m = lay.dense_mask()
+    # tokens: prefix 0-1, w0 2-4, q0 5-6, w1 7-9, q1 10-11
+    assert m[7, :2].all() and not m[7, 2:7].any() and m[7, 7:10].all()
+    assert m[10, :2].all() and not m[10, 2:7].any() and m[10, 7:12].all() and not m[9, 10:].any()
+    # Video-XL-2 chunk sparse: chunk 4 sees chunks 1..3 (prev_k=3) causally, not chunk 0.
+    lay = L.chunk_sparse(2, 5, 4, 3, 3)
+    m = lay.dense_mask()
+    c = lambda b: slice(2 + 4 * b, 6 + 4 * b)  # noqa: E731
+    row = 2 + 4 * 4 + 1
+    assert m[row, :2].all() and not m[row, c(0)].any() and m[row, 6:row + 1].all() and not m[row, row + 1:].any()
+    assert m[-1].all()  # the question sees everything (causal: the last token sees all)
+    # Packed sequences never see each other; padding rows are empty.
+    lay = L.packed(L.causal(4), L.padding(2), L.causal(3))
+    m = lay.dense_mask()
+    assert not m[6:, :6].any() and not m[4:6].any() and not m[:, 4:6].any()
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+@pytest.mark.parametrize("bq,bk", [(8, 8), (16, 8), (4, 16), (32, 32)])
+def test_block_info_matches_brute_force(name, bq, bk):
+    lay = LAYOUTS[name]
+    info = block_info(lay, bq, bk)
+    total = max(info.q_len, info.kv_len)
+    mask = lay.dense_mask(total)[: info.q_len, : info.kv_len]
+    expect = brute_force_kinds(mask, bq, bk)
+    np.testing.assert_array_equal(info.kind, expect)
+    _check_visit_lists(info)
+    assert info.num_visited == int((expect != EMPTY).sum())
+
+
+def _check_visit_lists(info):
+    kind = info.kind
+    for i in range(kind.shape[0]):
+        nz = np.nonzero(kind[i])[0]
+        c = info.counts[i]
+        assert c == len(nz)
+        np.testing.assert_array_equal(info.kv_index[i, :c], nz)
+        np.testing.assert_array_equal(info.kv_partial[i, :c], kind[i, nz] == PARTIAL)
+        if c:
+            assert (info.kv_index[i, c:] == nz[-1]).all() and not info.kv_partial[i, c:].any()
+    for j in range(kind.shape[1]):
+        nz = np.nonzero(kind[:, j])[0]
+        c = info.q_counts[j]
+        assert c == len(nz)
+        np.testing.assert_array_equal(info.q_index[j, :c], nz)
+        np.testing.assert_array_equal(info.q_partial[j, :c], kind[nz, j] == PARTIAL)
+
+
+@st.composite
+def layouts(draw):
+    kind = draw(st.sampled_from(["segmented", "chunk", "qc", "packed"]))
+    small = st.integers(0, 12)
+    if kind == "segmented":
+        return L.segmented(draw(small), draw(st.lists(st.integers(1, 15), min_size=1, max_size=5)), draw(small),
+                           segment_causal=draw(st.booleans()), prev=draw(st.integers(0, 3)),
+                           prefix_causal=draw(st.booleans()), suffix_causal=draw(st.booleans()))
+    if kind == "chunk":
+        return L.chunk_sparse(draw(small), draw(st.integers(1, 5)), draw(st.integers(1, 11)), draw(st.integers(0, 3)),
+                              draw(small), timestamp_len=draw(st.integers(0, 3)))
+    if kind == "qc":
+        return L.qc_windows(draw(small), draw(st.lists(st.integers(1, 12), min_size=1, max_size=4)),
+                            draw(st.integers(0, 6)), window_causal=draw(st.booleans()),
+                            question_causal=draw(st.booleans()))
+    parts = [L.causal(draw(st.integers(1, 15))), L.padding(draw(st.integers(1, 5))),
+             L.segmented(draw(small), [draw(st.integers(1, 9))] * 2, draw(small), prev=1)]
+    return L.packed(*parts)
+
+
+@settings(max_examples=60, deadline=None)
+@given(layouts(), st.sampled_from([4, 8, 16]), st.sampled_from([4, 8, 16]), st.integers(0, 9))
+def test_block_info_random_layouts(lay, bq, bk, extra_pad):
+    if lay.length == 0:
+        return
+    lay = lay.padded(lay.length + extra_pad)
+    info = block_info(lay, bq, bk)
+    mask = lay.dense_mask(max(info.q_len, info.kv_len))[: info.q_len, : info.kv_len]
+    np.testing.assert_array_equal(info.kind, brute_force_kinds(mask, bq, bk))
+    _check_visit_lists(info)
+
+
+def test_block_info_is_cached_and_scales():
+    lay = L.chunk_sparse(64, 512, 512, 3, 256, timestamp_len=8)  # ~270k tokens: no token×token mask
+    a = block_info(lay, 512, 512)
+    assert block_info(L.chunk_sparse(64, 512, 512, 3, 256, timestamp_len=8), 512, 512) is a
+    nq, nk = a.kind.shape
+    assert a.num_visited < 0.55 * nq * nk  # the prefix column and the question rows are visited in full
+    assert a.counts.max() <= nk and (a.kind[:, 0] != EMPTY).all()
+    assert (a.kind == FULL).sum() > 0
