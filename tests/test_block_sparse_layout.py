@@ -139,3 +139,12 @@ def test_block_info_is_cached_and_scales():
     assert a.num_visited < 0.55 * nq * nk  # the prefix column and the question rows are visited in full
     assert a.counts.max() <= nk and (a.kind[:, 0] != EMPTY).all()
     assert (a.kind == FULL).sum() > 0
+
+
+@pytest.mark.parametrize("name", ["packed_padded", "chunk_sparse_timestamps", "qc_windows_causal"])
+def test_device_ids_match_host_ids(name):
+    lay = LAYOUTS[name]
+    for total in (lay.length, lay.length + 13):
+        q, kv = lay.device_ids(total)
+        np.testing.assert_array_equal(np.asarray(q), lay.q_ids(total))
+        np.testing.assert_array_equal(np.asarray(kv), lay.kv_ids(total))

@@ -39,9 +39,8 @@ class _Config:
 def _ids(cfg: _Config):
     info = cfg.info
     total = max(info.q_len, info.kv_len)
-    q_ids = cfg.layout.q_ids(total)[: info.q_len]
-    kv_ids = cfg.layout.kv_ids(total)[:, : info.kv_len]
-    return jnp.asarray(q_ids), jnp.asarray(kv_ids)
+    q_ids, kv_ids = cfg.layout.device_ids(total)
+    return q_ids[: info.q_len], kv_ids[:, : info.kv_len]
 
 
 def _meta(info: BlockInfo, transposed: bool):

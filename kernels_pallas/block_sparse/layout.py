@@ -108,6 +108,31 @@ class Layout:
             out[r] = ids[f]
         return out
 
+    def segment_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Compact description: (ends (n_seg,) int32 segment end offsets, fields (n_seg + 1, 5)
+        int32 columns seq, seg, lo, causal, glob; the extra last row describes padding)."""
+        segs = self.segments
+        n = len(segs)
+        ends = np.asarray(self.starts[1:], np.int32)
+        rows = [(s.seq, i, s.lo, int(s.causal), int(s.is_global)) for i, s in enumerate(segs)]
+        rows.append((-1, n, n, 0, 0))
+        return ends, np.asarray(rows, np.int32).reshape(n + 1, 5)
+
+    def device_ids(self, total: int):
+        """jnp version of (q_ids (total, 8), kv_ids (8, total)), built in-graph from the
+        segment table (O(n_segments) constants, O(total) work; no large host constants)."""
+        import jax.numpy as jnp
+
+        ends, table = self.segment_table()
+        pos = jnp.arange(total, dtype=jnp.int32)
+        seg = jnp.searchsorted(jnp.asarray(ends), pos, side="right").astype(jnp.int32)
+        f = jnp.asarray(table)[seg]  # (total, 5): seq, seg, lo, causal, glob
+        col = {"seq": f[:, 0], "seg": f[:, 1], "lo": f[:, 2], "causal": f[:, 3], "glob": f[:, 4], "pos": pos}
+        zero = jnp.zeros_like(pos)
+        q_cols = [col[n] for n in Q_FIELDS] + [zero] * (N_ID_FIELDS - len(Q_FIELDS))
+        kv_rows = [col[n] for n in KV_FIELDS] + [zero] * (N_ID_FIELDS - len(KV_FIELDS))
+        return jnp.stack(q_cols, axis=1), jnp.stack(kv_rows, axis=0)
+
     def dense_mask(self, total: int | None = None) -> np.ndarray:
         """(total, total) bool mask, True = may attend. For tests and small sizes only."""
         ids = self.token_ids(total)

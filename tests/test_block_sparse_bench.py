@@ -1,0 +1,31 @@
+"""tools/bench_attention.py runs on CPU: help, block counts and the interpret-mode check."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_help():
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_attention.py"), "--help"],
+                       capture_output=True, text=True, check=True)
+    assert "--lengths" in r.stdout and "--no-backward" in r.stdout
+
+
+def test_bench_cpu_counts(tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import bench_attention
+
+    out = tmp_path / "r.json"
+    assert bench_attention.main(["--lengths", "4096", "16384", "--check-len", "300", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert all(r["max_abs_err_out"] < 1e-5 for r in res["check"].values())
+    rows = {(r["layout"], r["tokens"]): r for r in res["rows"]}
+    small, big = rows[("segment_local", 4096)], rows[("segment_local", 16384)]
+    assert big["visited"] < big["causal"] < big["dense"]
+    # Segment-local visits grow linearly with length (4x tokens → about 4x blocks, not 16x: the prefix column and question row are linear too).
+    assert big["visited"] <= 5 * small["visited"]
