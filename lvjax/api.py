@@ -137,6 +137,6 @@ def load(path: str, *, dtype: str | None = None, param_dtype: str | None = None,
     if family.name == "qwen2":
         cfg = cfg.replace(dtype=compute, param_dtype=store)
         return LanguageModel(family, cfg, params, GenerationConfig.from_hf(gen_dict, cfg), source)
-    from lvjax.models.videochat_flash import VideoChatFlash
+    from lvjax.answer import VideoChatFlash
 
     return VideoChatFlash.from_loaded(family, cfg, params, gen_dict, source, compute, store)

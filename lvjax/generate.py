@@ -153,14 +153,27 @@ def generate_from_embeds(
     return _decode(params, cfg, gen, h[:, -1:], caches, 0, seen, rng)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "gen"))
-def generate_from_cache(params, caches, x, valid, seen, rng, *, cfg: LLMConfig, gen: GenerationConfig):
-    """Continue prefilled caches with more prompt tokens x (B, T, D) (last slot = last token), then generate.
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new", "drops", "visual_start", "n_visual"))
+def prefill_cache(params, x, valid, *, cfg: LLMConfig, max_new: int, drops: tuple = (), visual_start: int = 0,
+                  n_visual: int = 0):
+    """Prefill x (B, T, D) into caches with `max_new` free slots. Returns (last hidden (B, 1, D), caches)."""
+    h, _, caches, _ = llm.prefill(
+        params, cfg, x, valid, drops=drops, visual_start=visual_start, n_visual=n_visual, max_new=max_new
+    )
+    return h[:, -1:], caches
 
-    The caches must have room for T + max_new_tokens slots after their prompt.
-    """
-    h, caches = llm.extend(params, cfg, x, valid, caches, 0)
-    return _decode(params, cfg, gen, h[:, -1:], caches, x.shape[1], seen, rng)
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def extend_cache(params, caches, x, valid, offset, *, cfg: LLMConfig):
+    """Append prompt tokens x (B, T, D) at slot `offset` after the cached prompt. Returns (last hidden, caches)."""
+    h, caches = llm.extend(params, cfg, x, valid, caches, offset)
+    return h[:, -1:], caches
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "gen"))
+def decode_from_cache(params, last_hidden, caches, offset, seen, rng, *, cfg: LLMConfig, gen: GenerationConfig):
+    """Generate after prefilled caches whose next free slot is `offset`. Returns (tokens, lengths)."""
+    return _decode(params, cfg, gen, last_hidden, caches, offset, seen, rng)
 
 
 def left_align(ids: np.ndarray, mask: np.ndarray, length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,229 @@
+"""The VideoChat-Flash / XComp model handle: `model.answer(video, question)` and friends.
+
+Stages of one answer (each timed in the report): read (PyAV decode + sample + resize),
+vision (UMT ViT), merge (ToMe + projector), prefill, decode. The encoded video can be kept
+(`encode_video`) and asked several questions (`answer_encoded`); with a compression plan
+that does not depend on the question (none, suffix/uniform rules), the prefilled
+[system + video] cache is reused too and only the question is run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lvjax.config import ConfigError
+from lvjax.generate import GenerationConfig, bucket, decode_from_cache, extend_cache, prefill_cache, sample_rng
+from lvjax.models import llm
+from lvjax.models import videochat_flash as vcf
+from lvjax.models.drops import KeepStatic
+from lvjax.selection import QCCompConfig
+
+DEFAULT_VIDEO = dict(fps=1.0, max_frames=512, min_frames=64)
+
+
+@dataclasses.dataclass
+class EncodedVideo:
+    """A video after the vision side: visual tokens (T·16, D) and what the prompt needs."""
+
+    visual: jax.Array
+    frames: np.ndarray  # uint8 (T, H, W, 3) as sampled (kept for QC-Comp re-encoding)
+    num_frames: int
+    duration: float
+    time_msg: str
+    seconds: dict
+    prefix_cache: dict = dataclasses.field(default_factory=dict)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "clip_batch"))
+def _vision(params, clips, *, cfg, clip_batch):
+    return vcf.vision_features(params, cfg, clips, clip_batch)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _merge(params, features, *, cfg):
+    return vcf.merge_and_project(params, cfg, features)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "visual_start"))
+def _splice(params, ids, visual, *, cfg, visual_start):
+    return vcf.splice(params, cfg, ids, visual, visual_start)
+
+
+class VideoChatFlash:
+    """A loaded VideoChat-Flash / XComp model (`lvjax.load` returns it for such folders)."""
+
+    def __init__(self, family, config: vcf.VideoChatFlashConfig, params: dict, generation: GenerationConfig, source: str):
+        self.family, self.config, self.params, self.generation, self.source = family, config, params, generation, source
+        self._tokenizer = None
+        self.clip_batch = 8
+
+    @classmethod
+    def from_loaded(cls, family, cfg, params, gen_dict: dict, source: str, dtype: str, param_dtype: str):
+        cfg = cfg.with_dtypes(dtype, param_dtype)
+        return cls(family, cfg, params, GenerationConfig.from_hf(gen_dict, cfg.llm), source)
+
+    # ------------------------------------------------------------------ text side
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            if not any(os.path.isfile(os.path.join(self.source, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
+                raise ConfigError(f"{self.source}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
+            self._tokenizer = AutoTokenizer.from_pretrained(self.source)
+        return self._tokenizer
+
+    def _prompt_ids(self, question: str, time_msg: str, history: Sequence[tuple[str, str]]) -> tuple[list[int], list[int]]:
+        """Token ids before and after the <image> placeholder of the chat prompt."""
+        from lvjax.prompt import build_prompt, tokenize_with_image
+
+        if not question or not question.strip():
+            raise ConfigError("the question is empty")
+        text = build_prompt(question, time_msg=time_msg, history=history)
+        ids, index = tokenize_with_image(text, self.tokenizer)
+        return list(ids[:index]), list(ids[index + 1:])
+
+    def _decode_text(self, tokens: np.ndarray, gen: GenerationConfig) -> str:
+        out = []
+        for t in tokens.tolist():
+            if t in gen.eos_token_ids:
+                break
+            out.append(t)
+        return self.tokenizer.decode(out, skip_special_tokens=True).strip()
+
+    # ------------------------------------------------------------------ vision side
+
+    def encode_video(self, video: Any, *, fps: float | None = None, max_frames: int | None = None,
+                     min_frames: int | None = None, start: float | None = None, end: float | None = None) -> EncodedVideo:
+        """Decode, sample and encode a video (path, folder of frames, or (frames uint8 (T,H,W,3), fps))."""
+        from lvjax.video import load_frames
+
+        t0 = time.perf_counter()
+        opts = dict(DEFAULT_VIDEO)
+        opts.update({k: v for k, v in dict(fps=fps, max_frames=max_frames, min_frames=min_frames).items() if v is not None})
+        sampled = load_frames(video, fps=opts["fps"], max_num_frames=opts["max_frames"],
+                              min_num_frames=opts["min_frames"], start=start, end=end)
+        t_read = time.perf_counter() - t0
+        visual, seconds = self._encode(sampled.frames)
+        seconds = {"read": t_read, **seconds}
+        return EncodedVideo(visual, sampled.frames, len(sampled.frames), sampled.duration, sampled.time_msg, seconds)
+
+    def _encode(self, frames_u8: np.ndarray) -> tuple[jax.Array, dict]:
+        """uint8 frames (T, H, W, 3) → visual tokens (T'·16, D); T' = T padded up to a multiple of L."""
+        from lvjax.video.preprocess import preprocess
+
+        cfg = self.config
+        L = cfg.local_num_frames
+        if len(frames_u8) % L:  # repeat the last frame, as the original pads the frame list
+            pad = L - len(frames_u8) % L
+            frames_u8 = np.concatenate([frames_u8, np.repeat(frames_u8[-1:], pad, axis=0)])
+        t0 = time.perf_counter()
+        pixels = preprocess(frames_u8, cfg.vision.image_size)
+        clips = jnp.asarray(pixels).reshape((-1, L) + pixels.shape[1:])
+        feats = _vision(self.params, clips, cfg=cfg, clip_batch=self.clip_batch)
+        feats.block_until_ready()
+        t1 = time.perf_counter()
+        visual = _merge(self.params, feats, cfg=cfg)
+        visual.block_until_ready()
+        return visual, {"vision": t1 - t0, "merge": time.perf_counter() - t1}
+
+    # ------------------------------------------------------------------ answering
+
+    def answer(self, video: Any, question: str, *, fps: float | None = None, max_frames: int | None = None,
+               min_frames: int | None = None, **options) -> tuple[str, dict]:
+        """Answer a question about a video. Returns (text, report).
+
+        options: max_new_tokens, compression (plan name), qc (QCCompConfig or None), history,
+        seed, and generation options (do_sample, temperature, top_p, top_k, repetition_penalty).
+        """
+        encoded = self.encode_video(video, fps=fps, max_frames=max_frames, min_frames=min_frames)
+        return self.answer_encoded(encoded, question, **options)
+
+    def answer_encoded(self, encoded: EncodedVideo, question: str, *, history: Sequence[tuple[str, str]] = (),
+                       compression: str | None = None, qc: QCCompConfig | None = None,
+                       max_new_tokens: int | None = None, seed: int | None = 0, **gen_options) -> tuple[str, dict]:
+        """Answer from an already encoded video (reusing its prefilled cache where possible)."""
+        gen = self.generation.replace(max_new_tokens=max_new_tokens or 512, **gen_options)
+        prefix, suffix = self._prompt_ids(question, encoded.time_msg, history)
+        report = {"frames": encoded.num_frames, **{f"seconds_{k}": round(v, 4) for k, v in encoded.seconds.items()}}
+        visual = encoded.visual
+        plan_name = compression or self.config.default_compression
+        if qc is not None and encoded.num_frames >= qc.threshold:
+            from lvjax.qc_comp import select_and_encode
+
+            visual, qc_report = select_and_encode(self, encoded, prefix, suffix, plan_name, qc)
+            report.update(qc_report)
+        drops = self.drops(plan_name, len(prefix), int(visual.shape[0]))
+        report.update(visual_tokens=int(visual.shape[0]), prompt_tokens=len(prefix) + int(visual.shape[0]) + len(suffix),
+                      compression=plan_name)
+        t0 = time.perf_counter()
+        rng = sample_rng(seed)
+        seen = jnp.zeros((1, self.config.llm.vocab_size), bool)  # the original generates from embeddings only
+        question_dependent = any(not isinstance(d.select, KeepStatic) for d in drops)
+        if question_dependent or qc is not None:
+            last, caches, offset = self._prefill_whole(visual, prefix, suffix, drops, gen)
+        else:
+            last, caches, offset = self._prefill_reusing(encoded, visual, prefix, suffix, drops, gen)
+        last.block_until_ready()
+        t1 = time.perf_counter()
+        tokens, lengths = decode_from_cache(self.params["llm"], last, caches, offset, seen, rng, cfg=self.config.llm, gen=gen)
+        tokens = np.asarray(tokens)[0]
+        t2 = time.perf_counter()
+        report.update(seconds_prefill=round(t1 - t0, 4), seconds_decode=round(t2 - t1, 4),
+                      new_tokens=int(np.asarray(lengths)[0]))
+        return self._decode_text(tokens, gen), report
+
+    def drops(self, plan_name: str, visual_start: int, n_visual: int) -> tuple:
+        """The static drop tuple of a compression plan for a visual block of n_visual tokens."""
+        from lvjax.compression_drops import drops_for
+
+        return drops_for(plan_name, self.config, n_visual)
+
+    def _layout(self, prefix: list[int], n_visual: int, suffix: list[int], pad_to: int):
+        """ids/valid (1, S) = [prefix][visual slots][padding][suffix], suffix right-aligned in `pad_to` slots."""
+        pad_id = self.generation.pad_token_id
+        ids = np.full((1, len(prefix) + n_visual + pad_to), pad_id, np.int32)
+        valid = np.zeros(ids.shape, bool)
+        ids[0, : len(prefix)] = prefix
+        valid[0, : len(prefix) + n_visual] = True
+        if suffix:
+            ids[0, -len(suffix):] = suffix
+            valid[0, -len(suffix):] = True
+        return ids, valid
+
+    def _prefill_whole(self, visual, prefix, suffix, drops, gen):
+        ids, valid = self._layout(prefix, visual.shape[0], suffix, bucket(len(suffix)))
+        x = _splice(self.params, jnp.asarray(ids), visual[None], cfg=self.config, visual_start=len(prefix))
+        last, caches = prefill_cache(self.params["llm"], x, jnp.asarray(valid), cfg=self.config.llm,
+                                     max_new=gen.max_new_tokens, drops=drops, visual_start=len(prefix),
+                                     n_visual=int(visual.shape[0]))
+        return last, caches, 0
+
+    def _prefill_reusing(self, encoded, visual, prefix, suffix, drops, gen):
+        n_suffix = bucket(len(suffix))
+        budget = n_suffix + gen.max_new_tokens
+        key = (tuple(prefix), drops)
+        cached = encoded.prefix_cache.get(key)
+        if cached is None or cached[1] < budget:
+            ids, valid = self._layout(prefix, visual.shape[0], [], 0)
+            x = _splice(self.params, jnp.asarray(ids), visual[None], cfg=self.config, visual_start=len(prefix))
+            budget = max(budget, 2 * n_suffix + gen.max_new_tokens)  # room for longer follow-up questions
+            _, caches = prefill_cache(self.params["llm"], x, jnp.asarray(valid), cfg=self.config.llm, max_new=budget,
+                                      drops=drops, visual_start=len(prefix), n_visual=int(visual.shape[0]))
+            encoded.prefix_cache[key] = (caches, budget)
+        caches = encoded.prefix_cache[key][0]
+        ids = np.full((1, n_suffix), self.generation.pad_token_id, np.int32)
+        valid = np.zeros((1, n_suffix), bool)
+        ids[0, n_suffix - len(suffix):], valid[0, n_suffix - len(suffix):] = suffix, True
+        x = llm.embed(self.params["llm"], self.config.llm, jnp.asarray(ids))
+        last, caches = extend_cache(self.params["llm"], caches, x, jnp.asarray(valid), 0, cfg=self.config.llm)
+        return last, caches, n_suffix

@@ -1,0 +1,96 @@
+"""`lvjax answer` and `lvjax chat`: questions about a video from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from lvjax.config import ConfigError
+
+
+def _add_video_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, metavar="PATH", help="VideoChat-Flash/XComp HF folder or lvjax checkpoint")
+    p.add_argument("--video", required=True, metavar="FILE", help="video file, folder of frames")
+    p.add_argument("--max-frames", type=int, default=None, help="frame cap (default: model default, 512)")
+    p.add_argument("--min-frames", type=int, default=None, help="frame floor (default: 64)")
+    p.add_argument("--fps", type=float, default=None, help="sampling rate in frames/s (default: 1)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="answer length cap (default 512)")
+    p.add_argument("--compression", default=None,
+                   help="in-LLM compression plan: none, xcomp_cosine, uniform0_attention, ... (default: from config)")
+    p.add_argument("--sample", action="store_true", help="sample with generation_config.json instead of greedy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print a JSON object with the answer and the report")
+
+
+def _options(args) -> dict:
+    opts = dict(max_frames=args.max_frames, min_frames=args.min_frames, fps=args.fps,
+                max_new_tokens=args.max_new_tokens, compression=args.compression, seed=args.seed)
+    if not args.sample:
+        opts["do_sample"] = False
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def _print(answer: str, report: dict, as_json: bool, out=sys.stdout) -> None:
+    if as_json:
+        print(json.dumps({"answer": answer, "report": report}), file=out)
+    else:
+        print(answer, file=out)
+        print("  " + "  ".join(f"{k}={v}" for k, v in report.items()), file=sys.stderr)
+
+
+def _answer(args) -> None:
+    import lvjax
+
+    if not args.question.strip():
+        raise ConfigError("--question is empty")
+    model = _video_model(lvjax.load(args.model), args.model)
+    question = args.question
+    if args.options:
+        from lvjax.prompt import multiple_choice
+
+        question = multiple_choice(question, args.options)
+    answer, report = model.answer(args.video, question, **_options(args))
+    _print(answer, report, args.json)
+
+
+def _chat(args) -> None:
+    import lvjax
+
+    model = _video_model(lvjax.load(args.model), args.model)
+    opts = _options(args)
+    encoded = model.encode_video(args.video, **{k: opts.pop(k) for k in ("max_frames", "min_frames", "fps") if k in opts})
+    interactive = sys.stdin.isatty()
+    history: list[tuple[str, str]] = []
+    while True:
+        if interactive:
+            print("? ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        question = line.strip()
+        if not question:
+            continue
+        answer, report = model.answer_encoded(encoded, question, history=history if args.multi_turn else (), **opts)
+        if args.multi_turn:
+            history.append((question, answer))
+        _print(answer, report, args.json)
+
+
+def _video_model(model, path: str):
+    if not hasattr(model, "answer"):
+        raise ConfigError(f"{path}: a text-only language model has no video tower (use `lvjax generate`)")
+    return model
+
+
+def register(sub) -> None:
+    p = sub.add_parser("answer", help="answer one question about a video")
+    _add_video_options(p)
+    p.add_argument("--question", required=True)
+    p.add_argument("--options", nargs="+", metavar="OPTION", help="multiple-choice options (formatted A. B. ...)")
+    p.set_defaults(func=_answer)
+
+    p = sub.add_parser("chat", help="several questions (one per stdin line) about one video, encoded once")
+    _add_video_options(p)
+    p.add_argument("--multi-turn", action="store_true", help="keep earlier questions and answers in the prompt")
+    p.set_defaults(func=_chat)

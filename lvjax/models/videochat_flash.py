@@ -1,0 +1,183 @@
+"""VideoChat-Flash / XComp: frames → UMT ViT → ToMe → MLP projector → spliced into Qwen2.
+
+Parameter tree: {"vision": UMT ViT, "projector": MLP, "llm": Qwen2}. The HF keys are
+`model.vision_tower.vision_tower.encoder.*`, `model.mm_projector.mlp.{0,2}.*` and the Qwen2
+`model.*` / `lm_head.weight` keys (see convert/).
+
+Prompt layout inside the model (static shapes): one row is
+    [text before <image>] [n_visual visual slots] [padding slots] [text after <image>]
+so the visual block sits at the static offset `visual_start` and each row's last token is in
+the last slot (what generation needs). Padding slots are masked and skipped by positions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lvjax.config import ConfigError, LLMConfig, VisionConfig
+from lvjax.models import llm
+from lvjax.models.qwen2 import Qwen2
+
+IMAGE_TOKEN_INDEX = -200  # the original's <image> placeholder id
+SUPPORTED_PROJECTORS = ("tome16_mlp_hd64",)
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoChatFlashConfig:
+    """The three towers' configs plus the multimodal fields of `config.json`."""
+
+    llm: LLMConfig
+    vision: VisionConfig
+    mm_hidden_size: int
+    tokens_per_frame: int = 16  # ToMe target per frame ("tome16")
+    default_compression: str = "none"
+    compress_layers: tuple[int, ...] = ()
+    compress_ratios: tuple[float, ...] = ()
+
+    @property
+    def local_num_frames(self) -> int:
+        """Frames per ViT clip (L)."""
+        return self.vision.num_frames
+
+    def replace(self, **kw) -> "VideoChatFlashConfig":
+        return dataclasses.replace(self, **kw)
+
+    @classmethod
+    def from_hf(cls, hf: dict, source: str = "config.json") -> "VideoChatFlashConfig":
+        projector = hf.get("mm_projector_type")
+        if projector not in SUPPORTED_PROJECTORS:
+            raise ConfigError(f"{source}: mm_projector_type={projector!r} is not supported (supported: {SUPPORTED_PROJECTORS})")
+        vision = VisionConfig.from_hf(hf, source)
+        mm_hidden = int(hf.get("mm_hidden_size", vision.hidden_size))
+        if mm_hidden != vision.hidden_size:
+            raise ConfigError(f"{source}: mm_hidden_size={mm_hidden} differs from the vision width {vision.hidden_size}")
+        compression = "none"
+        if hf.get("mm_llm_compress"):
+            compression = str(hf.get("llm_compress_type", "attention"))
+        return cls(
+            llm=LLMConfig.from_hf(hf, source),
+            vision=vision,
+            mm_hidden_size=mm_hidden,
+            default_compression=compression,
+            compress_layers=tuple(int(x) for x in hf.get("llm_compress_layer_list") or ()),
+            compress_ratios=tuple(float(x) for x in hf.get("llm_image_token_ratio_list") or ()),
+        )
+
+    def with_dtypes(self, dtype: str, param_dtype: str) -> "VideoChatFlashConfig":
+        return self.replace(
+            llm=self.llm.replace(dtype=dtype, param_dtype=param_dtype),
+            vision=self.vision.replace(dtype=dtype, param_dtype=param_dtype),
+        )
+
+
+# ----------------------------------------------------------------------------- towers
+
+
+def _vision_modules(cfg: VideoChatFlashConfig):
+    from lvjax.models.projector import Projector
+    from lvjax.models.vision import UMTVisionTower
+
+    return UMTVisionTower(cfg.vision), Projector(cfg.llm.hidden_size, dtype=cfg.llm.dtype, param_dtype=cfg.llm.param_dtype)
+
+
+def init_params(cfg: VideoChatFlashConfig, key: jax.Array) -> dict:
+    """Boxed (logically partitioned) parameters of the three towers."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    vision, projector = _vision_modules(cfg)
+    v = cfg.vision
+    clip = jnp.zeros((1, v.num_frames, v.image_size, v.image_size, 3), jnp.float32)
+    return {
+        "vision": vision.init(k1, clip)["params"],
+        "projector": projector.init(k2, jnp.zeros((1, 1, cfg.mm_hidden_size)))["params"],
+        "llm": Qwen2(cfg.llm).init(k3, jnp.zeros((1, 1), jnp.int32))["params"],
+    }
+
+
+def vision_features(params: dict, cfg: VideoChatFlashConfig, clips: jax.Array, clip_batch: int = 8) -> jax.Array:
+    """ViT features of normalised clips (n_clips, L, H, W, 3) → (n_clips, L·grid², C).
+
+    Clips are independent; `clip_batch` of them run at a time (bounds attention memory).
+    """
+    vision, _ = _vision_modules(cfg)
+    run = lambda c: vision.apply({"params": params["vision"]}, c)  # noqa: E731
+    n = clips.shape[0]
+    if n <= clip_batch:
+        return run(clips)
+    return jax.lax.map(lambda c: run(c[None])[0], clips, batch_size=clip_batch)
+
+
+def merge_and_project(params: dict, cfg: VideoChatFlashConfig, features: jax.Array) -> jax.Array:
+    """ToMe to `tokens_per_frame`·L tokens per clip, then the MLP: (n_clips, N, C) → (n_clips·16L, D)."""
+    from lvjax.models.tome import merge_clips
+
+    _, projector = _vision_modules(cfg)
+    target = cfg.tokens_per_frame * features.shape[1] // cfg.vision.tokens_per_frame
+    merged = merge_clips(features, cfg.vision.num_attention_heads, target)[0]
+    out = projector.apply({"params": params["projector"]}, merged)
+    return out.reshape(-1, out.shape[-1])
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def encode_frames(params: dict, frames: jax.Array, *, cfg: VideoChatFlashConfig) -> jax.Array:
+    """Normalised frames (T, H, W, 3), T a multiple of L → visual tokens (T·16, D)."""
+    clips = frames.reshape((-1, cfg.local_num_frames) + frames.shape[1:])
+    return merge_and_project(params, cfg, vision_features(params, cfg, clips))
+
+
+def splice(params: dict, cfg: VideoChatFlashConfig, ids: jax.Array, visual: jax.Array, visual_start: int) -> jax.Array:
+    """Token embeddings of ids (B, S) with the visual block (B, Nv, D) written at `visual_start`."""
+    x = llm.embed(params["llm"], cfg.llm, ids)
+    return jax.lax.dynamic_update_slice_in_dim(x, visual.astype(x.dtype), visual_start, axis=1)
+
+
+# ----------------------------------------------------------------------------- family
+
+
+def family():
+    from lvjax.convert.llm import llm_rules
+    from lvjax.convert.vision import projector_rules, vision_rules
+    from lvjax.families import Family
+
+    def rules(cfg: VideoChatFlashConfig):
+        return [
+            *llm_rules(cfg.llm, root="llm/"),
+            *vision_rules(cfg.vision, root="vision/"),
+            *projector_rules(root="projector/"),
+        ]
+
+    def to_hf(cfg: VideoChatFlashConfig) -> dict:
+        return {
+            "architectures": ["VideoChatFlashQwenForCausalLM"],
+            "model_type": "videochat_flash_qwen",
+            **cfg.llm.to_hf(),
+            "mm_vision_tower": "umt-hd-large" if cfg.vision.image_size == 448 else "umt-large",
+            "vision_tower_config": cfg.vision.to_hf_override(),
+            "mm_hidden_size": cfg.mm_hidden_size,
+            "mm_projector_type": "tome16_mlp_hd64",
+            "mm_vision_select_layer": cfg.vision.return_idx,
+            "mm_local_num_frames": cfg.local_num_frames,
+            "mm_newline_position": "nothing",
+            "mm_patch_merge_type": "spatial_nopad",
+            "mm_llm_compress": False,
+            "llm_compress_type": "attention",
+            "llm_compress_layer_list": list(cfg.compress_layers) or [24],
+            "llm_image_token_ratio_list": list(cfg.compress_ratios) or [1.0, 0.5],
+        }
+
+    return Family(
+        name="videochat_flash",
+        config_from_hf=VideoChatFlashConfig.from_hf,
+        config_to_hf=to_hf,
+        rules=rules,
+        init=init_params,
+        tied_lm_head_key=lambda cfg: "model.embed_tokens.weight" if cfg.llm.tie_word_embeddings else None,
+    )
+
+
+def unboxed_init(cfg: VideoChatFlashConfig, key: jax.Array) -> dict:
+    return nn.unbox(init_params(cfg, key))
