@@ -1,0 +1,366 @@
+"""Training data with grain: LLaVA-style JSONL → decoded, tokenised, padded, batched examples.
+
+One JSONL line:
+    {"video": "clip.mp4", "conversations": [{"from": "human", "value": "<image>\\nQ"},
+                                            {"from": "gpt", "value": "A"}, ...]}
+(or "image": "pic.jpg"; or neither for text-only). Media paths are relative to `media_root`.
+
+Pipeline (`make_iterator`):
+    MapDataset.source(records) → shuffle(seed) (reshuffled every epoch) → repeat(num_epochs)
+    → slice [process_index::process_count] (each host reads only its part of the index space)
+    → to_iter_dataset → map(ExampleBuilder) in `worker_count` grain processes (mp_prefetch;
+      PyAV decoding happens there) → skip failed examples (warning + counter) → batch + pad.
+`TrainIterator.get_state()/set_state()` save and restore the exact position (grain state
+plus counters, JSON-serialisable).
+
+Each example (numpy):
+    input_ids (S,) int32  chat prompt + answers, `IMAGE_TOKEN_INDEX` (-200) where the video goes
+    labels    (S,) int32  ids on answer tokens (and their closing <|im_end|>), -100 elsewhere
+    valid     (S,) bool   False on padding (S = data.max_seq_len)
+    frames    (Tb, H, W, 3) uint8 resized to image_size (bicubic); Tb = the frame bucket
+    frame_valid (Tb,) bool; n_frames () int32
+The prompt is the inference prompt (qwen_2 template; first human turn "<image>\\n{time_msg} {question}").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any, Iterator
+
+import grain
+import numpy as np
+
+from lvjax.config import ConfigError
+from lvjax.train.config import DataSection
+
+IMAGE_TOKEN_INDEX = -200
+IGNORE_INDEX = -100
+IMAGE = "<image>"
+log = logging.getLogger("lvjax.train.data")
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """All records of a JSONL file (a `json` list file is accepted too). Bad lines raise ConfigError."""
+    if not path or not os.path.isfile(path):
+        raise ConfigError(f"{path}: training data file not found (data.train_jsonl)")
+    with open(path) as f:
+        text = f.read()
+    if text.lstrip().startswith("["):
+        records = json.loads(text)
+    else:
+        records = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}:{n}: not valid JSON ({e})") from None
+    for n, r in enumerate(records):
+        if not isinstance(r, dict) or not isinstance(r.get("conversations"), list) or len(r["conversations"]) < 2:
+            raise ConfigError(f"{path}: record {n} has no 'conversations' list of ≥ 2 turns")
+    if not records:
+        raise ConfigError(f"{path}: no records")
+    return records
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+def sample_frame_indices(vlen: int, video_fps: float, target_fps: float, local: int, max_frames: int,
+                         min_frames: int) -> np.ndarray:
+    """`dynamic_fps1` sampling (reference §2): indices (T,) into [0, vlen), T a multiple of `local`."""
+    duration = vlen / video_fps
+    n = local * int(target_fps * duration // local) or local
+    n = min(n, max_frames)
+    if n > vlen:
+        n = max(vlen // local, 1) * local
+    n = max(min_frames, n)
+    edges = np.linspace(0, vlen, n + 1).astype(int)
+    return ((edges[:-1] + edges[1:]) // 2).astype(np.int64)
+
+
+def time_message(duration: float, n_frames: int) -> str:
+    return f"The video lasts for {duration:.2f} seconds, and {n_frames} frames are uniformly sampled from it."
+
+
+def _read_video_pyav(path: str, d: DataSection) -> tuple[np.ndarray, float]:
+    """Fallback reader (used only when lvjax.video is absent): all frames decoded, then sampled."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_count = d.decode_threads
+        fps = float(stream.average_rate or 25)
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    if not frames:
+        raise ValueError(f"{path}: no decodable frames")
+    idx = sample_frame_indices(len(frames), fps, d.fps, d.local_num_frames, d.max_frames, d.min_frames)
+    return np.stack([frames[min(i, len(frames) - 1)] for i in idx]), len(frames) / fps
+
+
+def read_video(path: str, d: DataSection) -> tuple[np.ndarray, str]:
+    """Frames (T, H, W, 3) uint8 sampled as at inference, and the time message."""
+    try:
+        from lvjax.video import read_video as lv_read
+    except ImportError:
+        lv_read = None
+    if lv_read is not None:
+        out = lv_read(path, fps=d.fps, local_num_frames=d.local_num_frames, max_num_frames=d.max_frames,
+                      min_num_frames=d.min_frames)
+        frames, msg = out[0], out[1]
+        return np.asarray(frames, np.uint8), str(msg)
+    frames, duration = _read_video_pyav(path, d)
+    return frames, time_message(duration, len(frames))
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 → (T, size, size, 3) uint8, PIL bicubic (as UMTImageProcessor)."""
+    from PIL import Image
+
+    if frames.shape[1:3] == (size, size):
+        return frames
+    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BICUBIC)) for f in frames])
+
+
+def frame_bucket(n: int, buckets) -> int:
+    for b in sorted(buckets):
+        if n <= b:
+            return b
+    return max(buckets)
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def chat_segments(conversations: list[dict], time_msg: str | None, system: str) -> list[tuple[str, bool]]:
+    """qwen_2 (ChatML) text pieces with a flag 'is a label'. The first human turn becomes
+    "<image>\\n{time_msg} {question}" when there is media (the inference prompt)."""
+    segs = [(f"<|im_start|>system\n{system}<|im_end|>\n", False)]
+    for i, turn in enumerate(conversations):
+        value = str(turn.get("value", ""))
+        role = turn.get("from")
+        if role in ("human", "user"):
+            if i == 0 and time_msg is not None:
+                question = value.replace(IMAGE, "").strip()
+                value = f"{IMAGE}\n{time_msg} {question}"
+            segs.append((f"<|im_start|>user\n{value}<|im_end|>\n<|im_start|>assistant\n", False))
+        elif role in ("gpt", "assistant"):
+            segs.append((value + "<|im_end|>", True))
+            segs.append(("\n", False))
+        else:
+            raise ValueError(f"unknown conversation role {role!r}")
+    return segs
+
+
+def tokenize_segments(segs, tokenizer) -> tuple[list[int], list[int]]:
+    """Token ids and labels; "<image>" → IMAGE_TOKEN_INDEX; labels only on label segments."""
+    ids, labels = [], []
+    for text, is_label in segs:
+        parts = text.split(IMAGE)
+        for j, part in enumerate(parts):
+            if j:
+                ids.append(IMAGE_TOKEN_INDEX)
+                labels.append(IGNORE_INDEX)
+            if part:
+                toks = tokenizer(part, add_special_tokens=False)["input_ids"]
+                ids.extend(toks)
+                labels.extend(toks if is_label else [IGNORE_INDEX] * len(toks))
+    return ids, labels
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    if not path or not os.path.isdir(path):
+        raise ConfigError(f"{path}: tokenizer folder not found (data.tokenizer)")
+    return AutoTokenizer.from_pretrained(path)
+
+
+# ----------------------------------------------------------------------------- examples
+
+
+@dataclasses.dataclass
+class ExampleBuilder:
+    """Record → padded numpy example, or {'error': message} (runs in grain worker processes)."""
+
+    data: DataSection
+    tokenizer_path: str
+    pad_id: int = 0
+    decode_media: bool = True
+
+    def __post_init__(self):
+        self._tok = None
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_tok"} | {"_tok": None}
+
+    @property
+    def tokenizer(self):
+        if self._tok is None:
+            self._tok = load_tokenizer(self.tokenizer_path)
+        return self._tok
+
+    def __call__(self, record: dict) -> dict:
+        try:
+            return self._build(record)
+        except Exception as e:  # noqa: BLE001 - one bad sample must never kill the job
+            name = record.get("video") or record.get("image") or "<text>"
+            return {"error": f"{name}: {type(e).__name__}: {e}"}
+
+    def _build(self, record: dict) -> dict:
+        d = self.data
+        size, lnf = d.image_size, d.local_num_frames
+        bucket0 = frame_bucket(d.min_frames, d.frame_buckets)
+        time_msg = None
+        if "video" in record or "image" in record:
+            media = os.path.join(d.media_root, record.get("video") or record.get("image"))
+            if not os.path.isfile(media):
+                raise FileNotFoundError(f"{media}: no such file")
+            if "video" in record:
+                frames, time_msg = read_video(media, d)
+            else:
+                from PIL import Image
+
+                with Image.open(media) as im:
+                    frame = np.asarray(im.convert("RGB"))
+                frames, time_msg = np.repeat(frame[None], lnf, axis=0), None
+            frames = resize_frames(frames, size) if self.decode_media else frames
+            n = frames.shape[0]
+            if n % lnf:
+                raise ValueError(f"{media}: {n} frames is not a multiple of local_num_frames={lnf}")
+            tb = frame_bucket(n, d.frame_buckets)
+            if n > tb:
+                frames, n = frames[:tb], tb
+            padded = np.zeros((tb, size, size, 3), np.uint8)
+            padded[:n] = frames
+            frame_valid = np.arange(tb) < n
+        else:
+            n, tb = 0, bucket0
+            padded = np.zeros((tb, size, size, 3), np.uint8)
+            frame_valid = np.zeros((tb,), bool)
+        segs = chat_segments(record["conversations"], time_msg if n and "video" in record else None, d.system_prompt)
+        if n and "video" not in record:  # image: "<image>\n" + question, no time message
+            first = record["conversations"][0]
+            q = str(first.get("value", "")).replace(IMAGE, "").strip()
+            segs[1] = (f"<|im_start|>user\n{IMAGE}\n{q}<|im_end|>\n<|im_start|>assistant\n", False)
+        ids, labels = tokenize_segments(segs, self.tokenizer)
+        s = d.max_seq_len
+        ids, labels = ids[:s], labels[:s]
+        if all(l == IGNORE_INDEX for l in labels[1:]):
+            raise ValueError(f"no answer tokens within max_seq_len={s}")
+        pad = s - len(ids)
+        return {
+            "input_ids": np.asarray(ids + [self.pad_id] * pad, np.int32),
+            "labels": np.asarray(labels + [IGNORE_INDEX] * pad, np.int32),
+            "valid": np.arange(s) < len(ids),
+            "frames": padded,
+            "frame_valid": frame_valid,
+            "n_frames": np.int32(n),
+        }
+
+
+def collate(examples: list[dict]) -> dict:
+    """Stack examples, padding frames to the largest frame bucket among them."""
+    tb = max(e["frames"].shape[0] for e in examples)
+    out = {}
+    for k in examples[0]:
+        arrs = [e[k] for e in examples]
+        if k in ("frames", "frame_valid"):
+            arrs = [np.pad(a, [(0, tb - a.shape[0])] + [(0, 0)] * (a.ndim - 1)) for a in arrs]
+        out[k] = np.stack(arrs)
+    return out
+
+
+def pad_frames_to(batch: dict, tb: int) -> dict:
+    """Pad a collated batch's frames to `tb` (for agreeing on one bucket across hosts)."""
+    cur = batch["frames"].shape[1]
+    if cur == tb:
+        return batch
+    out = dict(batch)
+    out["frames"] = np.pad(batch["frames"], [(0, 0), (0, tb - cur), (0, 0), (0, 0), (0, 0)])
+    out["frame_valid"] = np.pad(batch["frame_valid"], [(0, 0), (0, tb - cur)])
+    return out
+
+
+# ----------------------------------------------------------------------------- iterator
+
+
+class _SkipBad:
+    """Grain filter predicate: drops failed examples (runs in the main process)."""
+
+    def __init__(self, owner: "TrainIterator"):
+        self.owner = owner
+
+    def __call__(self, ex: dict) -> bool:
+        if "error" in ex:
+            self.owner.skipped += 1
+            log.warning("skipping bad training example (%d so far): %s", self.owner.skipped, ex["error"])
+            return False
+        return True
+
+
+class TrainIterator:
+    """Host-local batches of `batch_size` examples; `get_state`/`set_state` resume exactly."""
+
+    def __init__(self, data: DataSection, batch_size: int, *, process_index: int = 0, process_count: int = 1,
+                 decode_media: bool = True, pad_id: int | None = None):
+        self.data, self.batch_size = data, batch_size
+        self.skipped = 0
+        self.records = read_jsonl(data.train_jsonl)
+        tok = load_tokenizer(data.tokenizer)
+        if pad_id is None:
+            pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        ds = grain.MapDataset.source(self.records)
+        if data.shuffle:
+            ds = ds.shuffle(seed=data.seed)
+        ds = ds.repeat(data.num_epochs)
+        ds = ds[process_index::process_count]
+        it = ds.to_iter_dataset().map(ExampleBuilder(data, data.tokenizer, int(pad_id), decode_media))
+        if data.worker_count > 0:
+            it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.worker_count,
+                                                             per_worker_buffer_size=data.worker_buffer_size))
+        it = it.filter(_SkipBad(self)).batch(batch_size, drop_remainder=True, batch_fn=collate)
+        self._it = iter(it)
+
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
+        return next(self._it)
+
+    def get_state(self) -> dict:
+        """JSON-serialisable position (grain state + skipped-sample counter)."""
+        return {"grain": _jsonable(self._it.get_state()), "skipped": self.skipped}
+
+    def set_state(self, state: dict) -> None:
+        self._it.set_state(_unjsonable(state["grain"]))
+        self.skipped = int(state.get("skipped", 0))
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, bytes):
+        return {"__bytes__": x.decode("latin1")}
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def _unjsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        if set(x) == {"__bytes__"}:
+            return x["__bytes__"].encode("latin1")
+        return {k: _unjsonable(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_unjsonable(v) for v in x]
+    return x
