@@ -71,7 +71,7 @@ def _forward(q, k, v, cfg: _Config):
     mod = _tpu if cfg.backend == "tpu" else _gpu
     out, lse = mod.forward(qk, kk, vk, q_ids, kv_ids, _meta(info, False), scale=cfg.scale,
                            block_q=cfg.block_q, block_kv=cfg.block_kv, interpret=_interp(cfg))
-    return _from_kernel(out, t), lse[:, :, :t, 0]
+    return _from_kernel(out, t), lse[:, :, :t]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -93,14 +93,14 @@ def _attention_bwd(cfg: _Config, res, cts):
     di = di - d_lse.astype(jnp.float32)  # d lse / d logits = p, folded into ds = p (dp - di)
     lse_in = jnp.where(jnp.isfinite(lse), lse, jnp.inf)  # exp(s - inf) = 0 on empty rows
 
-    def col(x):  # (B, H, T) → (B, H, q_len, 1)
-        return jnp.pad(x, ((0, 0), (0, 0), (0, info.q_len - t)))[..., None]
+    def rows(x):  # (B, H, T) → (B, H, q_len)
+        return jnp.pad(x, ((0, 0), (0, 0), (0, info.q_len - t)))
 
     q_ids, kv_ids = _ids(cfg)
     mod = _tpu if cfg.backend == "tpu" else _gpu
     dq, dk, dv = mod.backward(
         _to_kernel(q, info.q_len), _to_kernel(k, info.kv_len), _to_kernel(v, info.kv_len),
-        _to_kernel(d_out.astype(q.dtype), info.q_len), col(lse_in), col(di), q_ids, kv_ids,
+        _to_kernel(d_out.astype(q.dtype), info.q_len), rows(lse_in), rows(di), q_ids, kv_ids,
         _meta(info, False), _meta(info, True), scale=cfg.scale, block_q=cfg.block_q, block_kv=cfg.block_kv,
         interpret=_interp(cfg))
     return _from_kernel(dq, t), _from_kernel(dk, t), _from_kernel(dv, t)

@@ -1,7 +1,7 @@
 """Pallas GPU (Triton lowering) block-sparse attention: forward, dq and dk/dv kernels.
 
 Same kernel layout as tpu.py: q/do (B, Hq, Tq, D), k/v (B, Hkv, Tk, D), lse/di
-(B, Hq, Tq, 1) fp32, ids q (Tq, 8) / kv (8, Tk) int32, flattened metadata. One program per
+(B, Hq, Tq) fp32, ids q (Tq, 8) / kv (8, Tk) int32, flattened metadata. One program per
 (batch, head, query block) loops (`fori_loop` with a data-dependent trip count) over that
 block's visited key blocks only, read from the metadata; dk/dv programs (batch, kv head, key
 block) loop over the G query heads of the group and the query blocks that see the key block.
@@ -73,7 +73,7 @@ def _fwd_kernel(cnt_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, qid_ref, kvid_r
 
 
 def forward(q, k, v, q_ids, kv_ids, meta, *, scale: float, block_q: int, block_kv: int, interpret=False):
-    """q (B,Hq,Tq,D), k/v (B,Hkv,Tk,D) → out (B,Hq,Tq,D), lse (B,Hq,Tq,1) fp32 (-inf on empty rows)."""
+    """q (B,Hq,Tq,D), k/v (B,Hkv,Tk,D) → out (B,Hq,Tq,D), lse (B,Hq,Tq) fp32 (-inf on empty rows)."""
     b, hq, tq, d = q.shape
     hkv, tk = k.shape[1], k.shape[2]
     g = hq // hkv
@@ -99,7 +99,7 @@ def forward(q, k, v, q_ids, kv_ids, meta, *, scale: float, block_q: int, block_k
         interpret=interpret,
         name="block_sparse_fwd_gpu",
     )(counts, kv_index, kv_partial, q, k, v, q_ids_t, kv_ids)
-    return out, lse[..., None]
+    return out, lse
 
 
 def _dq_kernel(cnt_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, qid_ref, kvid_ref,
@@ -162,7 +162,6 @@ def backward(q, k, v, do, lse, di, q_ids, kv_ids, meta, meta_t, *, scale: float,
     nq, nk = tq // block_q, tk // block_kv
     width = meta[1].shape[0] // nq
     width_t = meta_t[1].shape[0] // nk
-    lse, di = lse[..., 0], di[..., 0]
     q_ids_t = q_ids.T
     full = lambda shape: pl.BlockSpec(shape, lambda *_: (0,) * len(shape))  # noqa: E731
     qblk = pl.BlockSpec((None, None, block_q, d), lambda bb, h, i: (bb, h, i, 0))
