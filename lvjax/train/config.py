@@ -46,7 +46,8 @@ class ModelSection:
     """`family`: 'qwen2' (text-only LM objective) or 'videochat_flash' (video objective).
 
     `init`: an HF folder or lvjax checkpoint to start from; when null, parameters are random
-    with the sizes of `hf_config` (a config.json dict; used by the tiny twins).
+    with the sizes of `hf_config` (a config.json dict; used by the tiny twins). `hf_overrides`
+    are config.json fields replaced after loading (e.g. XComp's mm_local_num_frames: 8).
     `frozen`: parameter path patterns ('/'-joined, fnmatch, e.g. 'vision/*') that are not trained.
     `compression`: the CompressionPlan name used in the forward ('none', 'xcomp_cosine', ...).
     """
@@ -54,6 +55,7 @@ class ModelSection:
     family: str = "qwen2"
     init: str | None = None
     hf_config: dict | None = None
+    hf_overrides: dict = dataclasses.field(default_factory=dict)
     dtype: str = "bfloat16"
     param_dtype: str = "float32"
     remat_policy: str = "full"
@@ -281,7 +283,7 @@ def _read_yaml(path: str) -> dict:
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "hf_config":
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("hf_config", "hf_overrides"):
             out[k] = _merge(out[k], v)
         else:
             out[k] = v

@@ -34,17 +34,19 @@ def build_spec(cfg: TrainConfig) -> tuple[objective.ObjectiveSpec, Any]:
     if m.init:
         from lvjax.api import read_any
 
-        family, model_cfg, params, *_ = read_any(m.init)
+        family, model_cfg, params, hf, *_ = read_any(m.init)
         if family.name != m.family:
             raise ConfigError(f"{cfg.source}: model.family={m.family!r} but {m.init} holds a {family.name!r} model")
+        if m.hf_overrides:
+            model_cfg = family.config_from_hf({**hf, **m.hf_overrides}, f"{cfg.source}: model.hf_overrides")
     elif m.family == "qwen2":
         from lvjax.config import LLMConfig
 
-        model_cfg = LLMConfig.from_hf(m.hf_config, f"{cfg.source}: model.hf_config")
+        model_cfg = LLMConfig.from_hf({**m.hf_config, **m.hf_overrides}, f"{cfg.source}: model.hf_config")
     else:
         from lvjax.models.videochat_flash import VideoChatFlashConfig
 
-        model_cfg = VideoChatFlashConfig.from_hf(m.hf_config, f"{cfg.source}: model.hf_config")
+        model_cfg = VideoChatFlashConfig.from_hf({**m.hf_config, **m.hf_overrides}, f"{cfg.source}: model.hf_config")
     if m.family == "qwen2":
         model_cfg = model_cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat_policy=m.remat_policy)
     else:

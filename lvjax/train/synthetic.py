@@ -31,7 +31,7 @@ def make_tokenizer(out_dir: str, vocab_size: int = 384) -> str:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(corpus * 20, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
@@ -92,3 +92,22 @@ def make_video_qa(out_dir: str, n: int = 16, *, size: int = 32, seconds: tuple[i
         for r in records:
             f.write(json.dumps(r) + "\n")
     return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m lvjax.train.synthetic",
+                                description="Write a tiny tokenizer and a generated video QA set (train.jsonl + videos).")
+    p.add_argument("out", help="output folder (gets tokenizer/ and data/)")
+    p.add_argument("--n", type=int, default=32, help="number of videos")
+    p.add_argument("--size", type=int, default=32, help="frame side in pixels")
+    p.add_argument("--corrupt", type=int, default=0, help="extra unreadable videos listed in the JSONL")
+    a = p.parse_args(argv)
+    tok = make_tokenizer(os.path.join(a.out, "tokenizer"))
+    jsonl = make_video_qa(os.path.join(a.out, "data"), a.n, size=a.size, corrupt=a.corrupt)
+    print(f"data.train_jsonl={jsonl} data.media_root={os.path.dirname(jsonl)} data.tokenizer={tok}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""One train step on 8 simulated CPU devices over several meshes equals the 1-device step.
+
+The work runs in a subprocess (XLA_FLAGS must be set before jax initialises; conftest may
+already have imported jax-dependent modules in this process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+MESHES = [(8, 1, 1, 1), (2, 4, 1, 1), (2, 2, 2, 1)]
+
+
+def _spec(a) -> list:
+    """A param's PartitionSpec as JSON: one entry per dim (None, axis name or list of names)."""
+    return [list(e) if isinstance(e, tuple) else e for e in a.sharding.spec]
+
+
+def _worker() -> None:
+    import flax.linen as nn
+    import jax
+    import numpy as np
+
+    from lvjax.config import LLMConfig
+    from lvjax.train import mesh as M
+    from lvjax.train import objective, optim
+    from lvjax.train import step as st
+    from lvjax.train.config import DEFAULT_RULES, OptimSection
+
+    assert jax.device_count() == 8, jax.devices()
+    cfg = LLMConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    spec = objective.ObjectiveSpec("qwen2", cfg)
+    rules = [list(r) for r in DEFAULT_RULES]
+    rng = np.random.RandomState(0)
+    ids = rng.randint(0, 256, (8, 16)).astype(np.int32)
+    labels = np.where(rng.rand(8, 16) < 0.6, ids, -100).astype(np.int32)
+    valid = np.ones((8, 16), bool)
+    valid[:3, 11:] = False
+    batch = {"input_ids": ids, "labels": labels, "valid": valid}
+    boxed = jax.eval_shape(lambda: objective.init_params(spec, jax.random.key(0)))
+    labs = optim.frozen_labels(nn.unbox(boxed), ["layers/input_layernorm*"])
+
+    def run(sizes, accum=1):
+        mesh = M.make_mesh(sizes, jax.devices()[: int(np.prod(sizes))])
+        tx, sched = optim.make_optimizer(OptimSection(lr=1e-3, warmup_ratio=0.0), 10, labs)
+        state, sh = st.init_state(spec, tx, 0, mesh, rules)
+        f = st.jit_train_step(st.make_train_step(spec, tx, labs, sched, accum, mesh, rules), sh, batch, mesh, rules)
+        state, met = f(state, M.global_batch(batch, mesh, 8))
+        specs = {path: _spec(a) for path, a in [
+            ("gate", state["params"]["layers"]["mlp"]["gate_proj"]["kernel"]),
+            ("o", state["params"]["layers"]["self_attn"]["o_proj"]["kernel"]),
+            ("embed", state["params"]["embed_tokens"]["embedding"]),
+            ("lm_head", state["params"]["lm_head"]["kernel"]),
+            ("norm", state["params"]["norm"]["scale"]),
+        ]}
+        mu = state["opt_state"].inner_states["trainable"].inner_state[1][0].mu
+        specs["adam_mu_gate"] = _spec(mu["layers"]["mlp"]["gate_proj"]["kernel"])
+        return float(met["loss"]), jax.tree.map(np.asarray, state["params"]), specs
+
+    loss1, p1, _ = run((1, 1, 1, 1))
+    out = {"single": loss1, "meshes": {}}
+    for sizes in MESHES + [("accum", (2, 2, 2, 1))]:
+        accum = 2 if sizes[0] == "accum" else 1
+        s = sizes[1] if accum == 2 else sizes
+        loss, p, specs = run(s, accum)
+        diff = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p)))
+        out["meshes"][str(sizes)] = {"loss": loss, "param_diff": diff, "specs": specs}
+    print("RESULT" + json.dumps(out))
+
+
+def test_step_matches_single_device_on_8_device_meshes():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
+               LVJAX_TRAIN_SHARDING_WORKER="1")
+    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    out = json.loads(lines[0][len("RESULT"):])
+    for name, r in out["meshes"].items():
+        assert abs(r["loss"] - out["single"]) <= 1e-5, (name, r["loss"], out["single"])
+        assert r["param_diff"] <= 1e-5, (name, r["param_diff"])
+    # The rules say: embed → fsdp, mlp/heads/vocab → tensor, layers/norm replicated; Adam moments follow params.
+    expect = {
+        "gate": [None, "fsdp", "tensor"],
+        "o": [None, "tensor", "fsdp"],
+        "embed": ["tensor", "fsdp"],
+        "lm_head": ["fsdp", "tensor"],
+        "norm": [None],
+        "adam_mu_gate": [None, "fsdp", "tensor"],
+    }
+    for name in out["meshes"]:
+        assert out["meshes"][name]["specs"] == expect, (name, out["meshes"][name]["specs"])
+
+
+if __name__ == "__main__" and os.environ.get("LVJAX_TRAIN_SHARDING_WORKER") == "1":
+    _worker()
+elif __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
