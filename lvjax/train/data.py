@@ -324,6 +324,7 @@ class TrainIterator:
         ds = ds[process_index::process_count]
         it = ds.to_iter_dataset().map(ExampleBuilder(data, data.tokenizer, int(pad_id), decode_media))
         if data.worker_count > 0:
+            _absl_flags_parsed()
             it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.worker_count,
                                                              per_worker_buffer_size=data.worker_buffer_size))
         it = it.filter(_SkipBad(self)).batch(batch_size, drop_remainder=True, batch_fn=collate)
@@ -342,6 +343,14 @@ class TrainIterator:
     def set_state(self, state: dict) -> None:
         self._it.set_state(_unjsonable(state["grain"]))
         self.skipped = int(state.get("skipped", 0))
+
+
+def _absl_flags_parsed() -> None:
+    """grain's worker processes read absl flags; outside an absl app they are unparsed."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
 
 
 def _jsonable(x: Any) -> Any:
