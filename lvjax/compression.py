@@ -12,7 +12,8 @@ block (the originals' `rank_layer = layer_idx + 1`). Rules:
   `stride` tokens). Per-group counts: n_after = n_before // group_in * len(group_keep).
 - `uniform` (VideoChat-Flash): over the *whole* block, `torch.linspace(0, n_cur-1, n_keep,
   dtype=long)` with n_cur = int(n_visual * ratio_in), n_keep = int(n_visual * ratio_out),
-  n_visual the block length entering layer 0 (the original's `int(n * ratio)`, Python float).
+  n_visual the block length entering layer 0 (the original's `int(n * ratio)`, Python float;
+  XComp's ver7 copy adds 1e-6 before int(), which only matters for whole-block ratios).
 - `attention` (VideoChat-Flash): top-n_keep visual tokens by attention, computed inside the LLM;
   the plan only gives the counts (same int() rule as `uniform`).
 
@@ -376,7 +377,9 @@ def build_plan(name: str, num_layers: int, tokens_per_group: int = 16, *, schedu
       released config's layers (24,) and ratios (1.0, 0.5). Layers > num_layers never fire.
 
     schedule_layers: the L of the XComp schedules (default num_layers; 28 reproduces the original
-    applied to a model of another depth).
+    applied to a model of another depth). For very short schedules (goal(1) < tokens_per_group,
+    e.g. L = 4) the XComp rule yields an event with after=0, applied before layer 0 here; the
+    original never fires it (its rank_layer starts at 1).
     """
     L = num_layers if schedule_layers is None else schedule_layers
     if L < 1:

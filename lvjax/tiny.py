@@ -1,0 +1,219 @@
+"""Tiny Qwen2-style tokenizer, built offline, for small original-format model folders (tests, demo).
+
+`build_tiny_tokenizer(out_dir)` trains a byte-level BPE with the `tokenizers` library on a small
+built-in English corpus (the chat template, time messages, typical video questions and answers)
+using Qwen2's pipeline (as transformers' `Qwen2Converter`): NFC normaliser, the Qwen2 split
+regex then ByteLevel, ByteLevel decoder. Ids follow Qwen2's layout: the 256 byte symbols in
+GPT-2 `bytes_to_unicode` order (ids 0..255), one id per merge in merge order after them, then
+`<|endoftext|>`, `<|im_start|>`, `<|im_end|>`. It writes the Hugging Face files
+(`tokenizer.json`, `vocab.json`, `merges.txt`, `tokenizer_config.json` with
+`tokenizer_class: Qwen2Tokenizer`, `special_tokens_map.json`) so that
+`transformers.AutoTokenizer.from_pretrained(out_dir)` loads it. Deterministic: two builds give
+byte-identical files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+QWEN2_SPLIT_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+QWEN2_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyTokenizer:
+    """What `build_tiny_tokenizer` wrote: its folder, total size (BPE + specials) and special ids."""
+
+    path: str
+    vocab_size: int
+    endoftext_id: int
+    im_start_id: int
+    im_end_id: int
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        return dict(zip(SPECIAL_TOKENS, (self.endoftext_id, self.im_start_id, self.im_end_id)))
+
+
+_WORDS = """
+the a an and or of to in on at for with from by about into over under after before during while
+is are was were be been being has have had do does did can could will would should may might must
+what which who whom whose where when why how whether this that these those there here it its they
+them their he she his her we our you your i me my one two three four five six seven eight nine ten
+person people man woman men women boy girl child children player team crowd audience speaker host
+video clip scene frame frames second seconds minute minutes hour hours time beginning middle end
+camera shot view background foreground screen image picture color colour light dark red blue green
+yellow white black orange purple brown gray pink large small big little long short tall high low
+left right top bottom front behind next near far inside outside above below between around across
+doing does happen happens happened happening show shows shown showing appear appears appeared
+cooking dancing reading swimming running walking jumping singing playing talking eating drinking
+driving riding cutting cleaning writing drawing painting climbing throwing catching kicking holding
+opening closing pushing pulling sitting standing watching looking smiling laughing crying waving
+kitchen room house street road park field beach river lake mountain forest city car bus train bike
+ball table chair door window book phone computer knife bowl cup plate water food dog cat bird horse
+first last final main primary overall most least many much more less few several every each other
+object objects action actions activity event events step steps order sequence count number total
+question answer option options choice choices letter correct wrong true false yes no maybe none
+describe description detail details summary summarize explain reason purpose happen occurs visible
+uniformly sampled lasts video helpful assistant system user model please directly given following
+"""
+
+_QUESTIONS = [
+    "What is the person in the video doing?",
+    "How many people appear in the video?",
+    "What color is the car at the beginning of the video?",
+    "Describe the video in detail.",
+    "What happens after the man opens the door?",
+    "Where does the scene take place?",
+    "Why does the woman start running?",
+    "Which object does the child pick up first?",
+    "What is the main activity shown in the clip?",
+    "In what order do the events happen?",
+    "Is the dog inside or outside the house?",
+    "What is the speaker talking about?",
+    "Summarize the video in one sentence.",
+]
+_OPTIONS = ["Cooking", "Dancing", "Reading", "Swimming", "Running", "Singing", "Driving a car", "Playing football",
+            "Cleaning the kitchen", "Riding a horse", "Eating food", "Talking on the phone"]
+_ANSWERS = ["A", "B", "C", "D", "A.", "B.", "The person is cooking in the kitchen.",
+            "Two people are dancing in the park.", "The man is reading a book near the window.",
+            "A child is swimming in the lake while the dog is watching."]
+_EXTRA = [
+    "Café, naïve, façade, über, São Paulo, Zürich — 日本語のテキスト, 中文视频, русский текст, ελληνικά.",
+    "Numbers: 0 1 2 3 4 5 6 7 8 9 10 16 32 64 128 256 512 1024 2048 3.14 4.00 16.00 128.00 3600.00",
+    "Punctuation: ( ) [ ] { } < > , . ; : ! ? ' \" - _ / \\ | @ # $ % ^ & * + = ~ `",
+    "It's, don't, I'm, we're, they've, you'll, he'd.  Tabs\tand  double  spaces.\n\nNew paragraph.",
+]
+
+
+def default_corpus() -> list[str]:
+    """The built-in training text (deterministic)."""
+    lines = [" ".join(_WORDS.split()), " ".join(w.capitalize() for w in _WORDS.split())]
+    letters = "ABCDEFGHIJKL"
+    for i, q in enumerate(_QUESTIONS):
+        opts = [_OPTIONS[(i + k) % len(_OPTIONS)] for k in range(4)]
+        mcq = q + "\n" + "".join(f"{letters[k]}. {o}\n" for k, o in enumerate(opts))
+        mcq += "Answer with the option's letter from the given choices directly."
+        for n, sec in ((16, 4.0), (128, 16.0), (1024, 128.0), (512, 3600.0)):
+            time_msg = f"The video lasts for {sec:.2f} seconds, and {n} frames are uniformly sampled from it."
+            lines.append(f"system\nYou are a helpful assistant.\nuser\n\n{time_msg} {q}\nassistant\n")
+            lines.append(f"user\n\n{time_msg} {mcq}\nassistant\n{_ANSWERS[i % len(_ANSWERS)]}\n")
+    for s, v, o in itertools.product(["The man", "A woman", "The child", "Two people"],
+                                     ["is holding", "picks up", "looks at", "walks toward"],
+                                     ["the ball", "a red cup", "the door", "his phone"]):
+        lines.append(f"{s} {v} {o}.")
+    return lines + _EXTRA
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2 / Qwen2 byte symbols, in id order (printable bytes first, the rest mapped to 256+)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def _with_pipeline(tok):
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers, processors
+
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tok
+
+
+def _train_merges(corpus: Iterable[str], n_bpe: int) -> list[tuple[str, str]]:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = _with_pipeline(Tokenizer(models.BPE()))
+    trainer = trainers.BpeTrainer(vocab_size=n_bpe, min_frequency=0, special_tokens=[], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    text = list(corpus)
+    for special in SPECIAL_TOKENS:  # specials are added tokens, never learned
+        text = [t.replace(special, "\n") for t in text]
+    tok.train_from_iterator(text, trainer)
+    merges = json.loads(tok.to_str())["model"]["merges"]
+    return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]
+
+
+def build_tiny_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 1024, corpus: Iterable[str] | None = None,
+                         model_max_length: int = 32768) -> TinyTokenizer:
+    """Write a tiny Qwen2-style tokenizer into out_dir and return its size and special ids.
+
+    vocab_size: the most ids the tokenizer may use, BPE plus the 3 special tokens (≥ 259); with
+    a small corpus BPE may run out of merges first, so read `.vocab_size` from the result.
+    corpus: training lines (default `default_corpus()`).
+    """
+    from tokenizers import AddedToken, Tokenizer, models
+
+    if vocab_size < 256 + len(SPECIAL_TOKENS):
+        raise ValueError(f"vocab_size must be >= {256 + len(SPECIAL_TOKENS)}, got {vocab_size}")
+    merges = _train_merges(default_corpus() if corpus is None else corpus, vocab_size - len(SPECIAL_TOKENS))
+    vocab: dict[str, int] = {s: i for i, s in enumerate(_bytes_to_unicode())}
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    bpe = models.BPE(vocab=dict(vocab), merges=list(merges), dropout=None, unk_token=None, continuing_subword_prefix="",
+                     end_of_word_suffix="", fuse_unk=False, byte_fallback=False)
+    tok = _with_pipeline(Tokenizer(bpe))
+    tok.add_special_tokens([AddedToken(s, single_word=False, lstrip=False, rstrip=False, normalized=False, special=True)
+                            for s in SPECIAL_TOKENS])
+    ids = [tok.token_to_id(s) for s in SPECIAL_TOKENS]
+    if ids != list(range(len(vocab), len(vocab) + len(SPECIAL_TOKENS))):
+        raise RuntimeError(f"special tokens got ids {ids}, expected right after the {len(vocab)} BPE tokens")
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"), pretty=True)
+    _write_json(out / "vocab.json", vocab)
+    (out / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+    added = {str(i): {"content": s, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                      "special": True} for i, s in zip(ids, SPECIAL_TOKENS)}
+    _write_json(out / "tokenizer_config.json", {
+        "add_bos_token": False,
+        "add_prefix_space": False,
+        "added_tokens_decoder": added,
+        "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+        "bos_token": None,
+        "chat_template": QWEN2_CHAT_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "<|im_end|>",
+        "errors": "replace",
+        "model_max_length": model_max_length,
+        "pad_token": "<|endoftext|>",
+        "padding_side": "right",
+        "split_special_tokens": False,
+        "tokenizer_class": "Qwen2Tokenizer",
+        "unk_token": None,
+    })
+    _write_json(out / "special_tokens_map.json", {
+        "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+    })
+    return TinyTokenizer(str(out), len(vocab) + len(SPECIAL_TOKENS), *ids)
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
