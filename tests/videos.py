@@ -113,15 +113,15 @@ def write_audio_only(path: str | os.PathLike, seconds: float = 1.0) -> Path:
 
 
 def write_zero_frames(path: str | os.PathLike) -> Path:
-    """A valid container header with a video stream that holds no frames."""
+    """A valid container header with a video stream that holds no frames (use .avi: the
+    Matroska/WebM muxer cannot write an empty track)."""
     path = Path(path)
-    suffix = path.suffix.lstrip(".")
-    name, opts = CODECS[suffix]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(name, rate=25, options=dict(opts))
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for packet in stream.encode():
-            out.mux(packet)
+    name, opts = CODECS[path.suffix.lstrip(".")]
+    out = av.open(str(path), "w")
+    stream = out.add_stream(name, rate=25, options=dict(opts))
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    out.start_encoding()  # header and index, no packets
+    out.close()
     return path
 
 
