@@ -44,9 +44,9 @@ def render_chatml(messages: Sequence[tuple[str, str | None]], system: str = SYST
     return out
 
 
-def video_user_turn(question: str, time_msg: str = "") -> str:
+def video_user_turn(question: str, time_msg: str | None = "") -> str:
     """First user message with a video: `<image>\\n{time_msg.strip()} {question}` (HF `chat()`)."""
-    return f"{DEFAULT_IMAGE_TOKEN}\n{time_msg.strip()} {question}"
+    return f"{DEFAULT_IMAGE_TOKEN}\n{(time_msg or '').strip()} {question}"
 
 
 def build_prompt(question: str, time_msg: str = "", history: Sequence[tuple[str, str]] = (),
