@@ -23,7 +23,7 @@ from lvjax.config import ConfigError
 from lvjax.generate import GenerationConfig, bucket, decode_from_cache, extend_cache, prefill_cache, sample_rng
 from lvjax.models import llm
 from lvjax.models import videochat_flash as vcf
-from lvjax.models.drops import KeepStatic
+from lvjax.models.drops import KeepStatic, drops_for_plan
 from lvjax.selection import QCCompConfig
 
 DEFAULT_VIDEO = dict(fps=1.0, max_frames=512, min_frames=64)
@@ -184,9 +184,20 @@ class VideoChatFlash:
 
     def drops(self, plan_name: str, visual_start: int, n_visual: int) -> tuple:
         """The static drop tuple of a compression plan for a visual block of n_visual tokens."""
-        from lvjax.compression_drops import drops_for
+        return drops_for_plan(self.plan(plan_name), self.config.llm, n_visual)
 
-        return drops_for(plan_name, self.config, n_visual)
+    def plan(self, name: str):
+        """A `CompressionPlan` by name; the VideoChat-Flash rules take layers/ratios from config.json."""
+        from lvjax.compression import build_plan
+
+        cfg = self.config
+        kw = {}
+        if name in ("uniform", "attention", "uniform0_attention", "uniform1_attention") and cfg.compress_layers:
+            kw = dict(layers=cfg.compress_layers, ratios=cfg.compress_ratios)
+        try:
+            return build_plan(name, cfg.llm.num_hidden_layers, cfg.tokens_per_frame, **kw)
+        except ValueError as e:
+            raise ConfigError(f"compression: {e}") from None
 
     def _layout(self, prefix: list[int], n_visual: int, suffix: list[int], pad_to: int):
         """ids/valid (1, S) = [prefix][visual slots][padding][suffix], suffix right-aligned in `pad_to` slots."""

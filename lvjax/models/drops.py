@@ -61,3 +61,18 @@ class KeepTopAttention:
         score = jnp.einsum("bs,bsv->bv", w, visual) / jnp.maximum(w.sum(axis=1, keepdims=True), 1.0)
         top = jax.lax.top_k(score, self.n_keep)[1]
         return jnp.sort(top, axis=1).astype(jnp.int32)
+
+
+def drops_for_plan(plan, cfg: LLMConfig, n_visual: int) -> tuple:
+    """The `llm.Drop`s of a `CompressionPlan` for a visual block of `n_visual` tokens (static)."""
+    from lvjax.models.llm import Drop
+
+    drops = []
+    for event in plan.events:
+        n_keep = plan.keep_count(event, n_visual)
+        if event.rule == "attention":
+            select = KeepTopAttention(cfg, n_keep)
+        else:
+            select = KeepStatic(tuple(int(i) for i in plan.keep_indices(event, n_visual)))
+        drops.append(Drop(event.after, n_keep, select))
+    return tuple(drops)

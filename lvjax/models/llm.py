@@ -79,11 +79,27 @@ def gather_visual(arrays: Sequence[jax.Array], keep: jax.Array, visual_start: in
     return [jnp.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1) for a in arrays]
 
 
-def stage_bounds(num_layers: int, drops: Sequence[Drop]) -> list[tuple[int, int]]:
-    """[(start, stop)] of each stage for drops after the given layer counts."""
-    cuts = [d.after for d in drops if 0 < d.after < num_layers]
-    edges = [0, *cuts, num_layers]
-    return list(zip(edges[:-1], edges[1:]))
+def _stages(n_layers: int, drops: Sequence[Drop]):
+    """(start, stop, drop applied after stop or None) covering layers [0, n_layers)."""
+    cur = 0
+    for d in drops:
+        yield cur, d.after, d
+        cur = d.after
+    if cur < n_layers or not drops:
+        yield cur, n_layers, None
+
+
+def _run_stage(params, cfg, x, valid, start, stop, hiddens: list | None):
+    """Layers [start, stop) over the whole sequence; layer by layer when every input is wanted."""
+    mask, positions = causal_mask(valid), positions_from_valid(valid)
+    if hiddens is None:
+        return run_layers(params, cfg, x, mask, positions, start, stop)
+    kvs = []
+    for layer in range(start, stop):
+        hiddens.append(x)
+        x, kv = run_layers(params, cfg, x, mask, positions, layer, layer + 1)
+        kvs.append(kv)
+    return x, jax.tree.map(lambda *a: jnp.concatenate(a), *kvs)
 
 
 def prefill(
@@ -106,36 +122,24 @@ def prefill(
     Returns (final hidden (B, S_last, D) before the final norm, valid of the last stage,
     per-stage caches (None when max_new == 0), per-layer input hiddens if `return_hidden`).
     """
-    drops = [d for d in drops if 0 < d.after < cfg.num_hidden_layers]
+    n_layers = cfg.num_hidden_layers
+    drops = sorted((d for d in drops if d.after <= n_layers), key=lambda d: d.after)
     if query is None:
         query = jnp.zeros(valid.shape, bool).at[:, -1].set(True)
     caches, hiddens = [], []
-    for i, (start, stop) in enumerate(stage_bounds(cfg.num_hidden_layers, drops)):
-        positions = positions_from_valid(valid)
-        if return_hidden:
-            # Run layer by layer to expose every layer's input.
-            kvs = []
-            for layer in range(start, stop):
-                hiddens.append(x)
-                x, kv = run_layers(params, cfg, x, causal_mask(valid), positions, layer, layer + 1)
-                kvs.append(kv)
-            kv = jax.tree.map(lambda *a: jnp.concatenate(a), *kvs)
-        else:
-            x, kv = run_layers(params, cfg, x, causal_mask(valid), positions, start, stop)
-        if max_new:
-            pad = [(0, 0), (0, 0), (0, max_new), (0, 0), (0, 0)]
-            caches.append(
-                StageCache(
-                    jnp.pad(kv[0], pad), jnp.pad(kv[1], pad),
-                    jnp.pad(valid, [(0, 0), (0, max_new)]), x.shape[1],
-                )
-            )
-        if i < len(drops):
-            d = drops[i]
-            next_layer = jax.tree.map(lambda a: a[stop], params["layers"])
-            keep = d.select(x, valid, positions, query, next_layer, visual_start, n_visual)
+    for start, stop, drop in _stages(n_layers, drops):
+        if stop > start:
+            x, kv = _run_stage(params, cfg, x, valid, start, stop, hiddens if return_hidden else None)
+            if max_new:
+                pad = [(0, 0), (0, 0), (0, max_new), (0, 0), (0, 0)]
+                cache_valid = jnp.pad(valid, [(0, 0), (0, max_new)])
+                caches.append(StageCache(jnp.pad(kv[0], pad), jnp.pad(kv[1], pad), cache_valid, x.shape[1]))
+        if drop is not None:
+            # Attention rules score with the next layer's projections (none after the last layer).
+            next_layer = jax.tree.map(lambda a: a[min(stop, n_layers - 1)], params["layers"])
+            keep = drop.select(x, valid, positions_from_valid(valid), query, next_layer, visual_start, n_visual)
             x, valid, query = gather_visual([x, valid, query], keep, visual_start, n_visual)
-            n_visual = d.n_keep
+            n_visual = drop.n_keep
     return x, valid, (caches if max_new else None), hiddens
 
 
