@@ -238,8 +238,14 @@ def _runs(targets: Sequence[int], keyframes: np.ndarray, seek_cost: int) -> list
     return runs
 
 
-def _to_rgb(frame) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24")
+def _rgb_converter():
+    """frame → (H, W, 3) uint8 RGB. One swscale context reused for a whole read: the same
+    pixels as ``frame.to_ndarray(format="rgb24")``, which builds a new context per call
+    (several times slower on small frames)."""
+    from av.video.reformatter import VideoReformatter
+
+    reformatter = VideoReformatter()
+    return lambda frame: reformatter.reformat(frame, format="rgb24").to_ndarray()
 
 
 def _decode_seeking(path: str, index: _Index, targets: list[int], threads, seek_cost: int) -> dict[int, np.ndarray]:
@@ -248,6 +254,7 @@ def _decode_seeking(path: str, index: _Index, targets: list[int], threads, seek_
     pts = index.pts
     where = {int(p): i for i, p in enumerate(pts.tolist())}
     out: dict[int, np.ndarray] = {}
+    to_rgb = _rgb_converter()
     with _open(path) as container:
         stream = _video_stream(container, path)
         _set_threads(stream, threads)
@@ -262,7 +269,7 @@ def _decode_seeking(path: str, index: _Index, targets: list[int], threads, seek_
                 if i is None:
                     raise _Fallback
                 if i in need:
-                    out[i] = _to_rgb(frame)
+                    out[i] = to_rgb(frame)
                 if i >= last:
                     break
             if not need.issubset(out):
@@ -276,13 +283,14 @@ def _decode_sequential(path: str, targets: list[int], threads) -> tuple[dict[int
     need, last = set(targets), max(targets)
     out: dict[int, np.ndarray] = {}
     count = 0
+    to_rgb = _rgb_converter()
     with _open(path) as container:
         stream = _video_stream(container, path)
         _set_threads(stream, threads)
         for i, frame in enumerate(container.decode(stream)):
             count = i + 1
             if i in need:
-                out[i] = _to_rgb(frame)
+                out[i] = to_rgb(frame)
             if i >= last:
                 break
     return out, count
@@ -385,7 +393,8 @@ def decode_all_frames(path: str | os.PathLike, *, threads: int | str = "auto") -
         with _open(path) as container:
             stream = _video_stream(container, path)
             _set_threads(stream, threads)
-            return [_to_rgb(f) for f in container.decode(stream)]
+            to_rgb = _rgb_converter()
+            return [to_rgb(f) for f in container.decode(stream)]
 
     frames = _guard(path, run)
     if not frames:
