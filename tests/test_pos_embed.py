@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -11,48 +9,8 @@ import torch.nn.functional as F
 
 from lvjax.config import VisionConfig
 from lvjax.models.pos_embed import resize_cubic, resize_linear, sinusoid_table, umt_pos_embed, vision_pos_embed
-
-
-def _sinusoid_loop(n: int, d: int) -> np.ndarray:
-    """Plain-Python float64 sinusoid table, cast to float32 (as the original's torch.tensor(float))."""
-    rows = []
-    for pos in range(n):
-        row = []
-        for j in range(d):
-            angle = pos / math.pow(10000.0, 2 * (j // 2) / d)
-            row.append(math.sin(angle) if j % 2 == 0 else math.cos(angle))
-        rows.append(row)
-    return np.asarray(rows, np.float64).astype(np.float32)
-
-
-def _torch_time_linear(table: torch.Tensor, new_t: int) -> torch.Tensor:
-    """(T, g, g, C) → (new_T, g, g, C) with torch linear interpolation over T."""
-    t, g, _, c = table.shape
-    x = table.permute(1, 2, 3, 0).reshape(g * g, c, t)
-    x = F.interpolate(x, size=new_t, mode="linear", align_corners=False)
-    return x.reshape(g, g, c, new_t).permute(3, 0, 1, 2)
-
-
-def _torch_bicubic(table: torch.Tensor, size: int) -> torch.Tensor:
-    """(T, p, p, C) → (T, size, size, C) with torch bicubic (a = −0.75, align_corners=False)."""
-    x = F.interpolate(table.permute(0, 3, 1, 2), size=(size, size), mode="bicubic", align_corners=False)
-    return x.permute(0, 2, 3, 1)
-
-
-def _torch_pos_embed(image_size: int, patch: int, d: int, t: int, ckpt: int = 4) -> np.ndarray:
-    """The original's table pipelines, re-expressed with torch ops."""
-    g = image_size // patch
-    if image_size == 224:
-        if t == 1 or t == ckpt:
-            return _sinusoid_loop(t * g * g, d)
-        base = torch.from_numpy(_sinusoid_loop(ckpt * g * g, d)).reshape(ckpt, g, g, d)
-        return _torch_time_linear(base, t).reshape(-1, d).numpy()
-    n0 = 1 if t == 1 else ckpt
-    base = torch.from_numpy(_sinusoid_loop(n0 * 196, d)).reshape(n0, 14, 14, d)
-    x = _torch_bicubic(base, g)
-    if t != n0:
-        x = _torch_time_linear(x, t)
-    return x.reshape(-1, d).numpy()
+from tests.torch_umt import sinusoid_loop as _sinusoid_loop
+from tests.torch_umt import torch_pos_embed as _torch_pos_embed
 
 
 def test_sinusoid_table_matches_loop():
