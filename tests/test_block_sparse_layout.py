@@ -9,7 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels_pallas.block_sparse import layout as L
-from kernels_pallas.block_sparse.block_info import EMPTY, FULL, PARTIAL, block_info, brute_force_kinds
+from kernels_pallas.block_sparse.block_info import (
+    EMPTY,
+    FULL,
+    PARTIAL,
+    STEP_FIRST,
+    STEP_LAST,
+    STEP_PARTIAL,
+    STEP_SKIP,
+    block_info,
+    brute_force_kinds,
+    unpack_step,
+)
 
 LAYOUTS = {
     "causal": L.causal(37),
@@ -81,8 +92,30 @@ def test_block_info_matches_brute_force(name, bq, bk):
     assert info.num_visited == int((expect != EMPTY).sum())
 
 
+def _check_steps(steps, kind):
+    """Packed grid steps: one per non-empty block in row-major order, plus one SKIP step per
+    empty row; FIRST/LAST mark each row's first and last step."""
+    r, c, f = (np.asarray(x) for x in unpack_step(steps.astype(np.int64)))
+    live = (f & STEP_SKIP) == 0
+    assert live.sum() == (kind != EMPTY).sum()
+    rows, cols = np.nonzero(kind != EMPTY)
+    np.testing.assert_array_equal(r[live], rows)
+    np.testing.assert_array_equal(c[live], cols)
+    np.testing.assert_array_equal((f[live] & STEP_PARTIAL) != 0, kind[rows, cols] == PARTIAL)
+    empty_rows = np.nonzero((kind != EMPTY).sum(1) == 0)[0]
+    np.testing.assert_array_equal(r[~live], empty_rows)
+    assert len(steps) == live.sum() + len(empty_rows)
+    for i in range(kind.shape[0]):
+        fi = f[r == i]
+        assert (fi[0] & STEP_FIRST) and (fi[-1] & STEP_LAST)
+        assert not (fi[1:] & STEP_FIRST).any() and not (fi[:-1] & STEP_LAST).any()
+    assert (np.diff(r) >= 0).all()  # a row's steps are consecutive
+
+
 def _check_visit_lists(info):
     kind = info.kind
+    _check_steps(info.steps, kind)
+    _check_steps(info.steps_t, np.ascontiguousarray(kind.T))
     for i in range(kind.shape[0]):
         nz = np.nonzero(kind[i])[0]
         c = info.counts[i]

@@ -43,10 +43,12 @@ def _ids(cfg: _Config):
     return q_ids[: info.q_len], kv_ids[:, : info.kv_len]
 
 
-def _meta(info: BlockInfo, transposed: bool):
-    if transposed:
-        return tuple(jnp.asarray(a.reshape(-1)) for a in (info.q_counts, info.q_index, info.q_partial))
-    return tuple(jnp.asarray(a.reshape(-1)) for a in (info.counts, info.kv_index, info.kv_partial))
+def _meta(info: BlockInfo, transposed: bool, backend: str):
+    """TPU: the packed step words (one per grid step); GPU: CSR (ptr, col, partial)."""
+    if backend == "tpu":
+        return jnp.asarray(info.steps_t if transposed else info.steps)
+    arrs = (info.q_ptr, info.q_col, info.q_col_partial) if transposed else (info.kv_ptr, info.kv_col, info.kv_col_partial)
+    return tuple(jnp.asarray(a if a.size else np.zeros(1, np.int32)) for a in arrs)  # no empty refs
 
 
 def _to_kernel(x, total):
@@ -69,7 +71,7 @@ def _forward(q, k, v, cfg: _Config):
     qk, kk, vk = _to_kernel(q, info.q_len), _to_kernel(k, info.kv_len), _to_kernel(v, info.kv_len)
     q_ids, kv_ids = _ids(cfg)
     mod = _tpu if cfg.backend == "tpu" else _gpu
-    out, lse = mod.forward(qk, kk, vk, q_ids, kv_ids, _meta(info, False), scale=cfg.scale,
+    out, lse = mod.forward(qk, kk, vk, q_ids, kv_ids, _meta(info, False, cfg.backend), scale=cfg.scale,
                            block_q=cfg.block_q, block_kv=cfg.block_kv, interpret=_interp(cfg))
     return _from_kernel(out, t), lse[:, :, :t]
 
@@ -101,7 +103,7 @@ def _attention_bwd(cfg: _Config, res, cts):
     dq, dk, dv = mod.backward(
         _to_kernel(q, info.q_len), _to_kernel(k, info.kv_len), _to_kernel(v, info.kv_len),
         _to_kernel(d_out.astype(q.dtype), info.q_len), rows(lse_in), rows(di), q_ids, kv_ids,
-        _meta(info, False), _meta(info, True), scale=cfg.scale, block_q=cfg.block_q, block_kv=cfg.block_kv,
+        _meta(info, False, cfg.backend), _meta(info, True, cfg.backend), scale=cfg.scale, block_q=cfg.block_q, block_kv=cfg.block_kv,
         interpret=_interp(cfg))
     return _from_kernel(dq, t), _from_kernel(dk, t), _from_kernel(dv, t)
 

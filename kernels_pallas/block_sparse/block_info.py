@@ -20,16 +20,30 @@ from .layout import Layout
 EMPTY, PARTIAL, FULL = 0, 1, 2
 
 
+# Flags of a packed step word: bits 0-3 flags, 4-17 key/other block, 18-30 row block.
+STEP_PARTIAL, STEP_FIRST, STEP_LAST, STEP_SKIP = 1, 2, 4, 8
+_COL_SHIFT, _ROW_SHIFT = 4, 18
+MAX_COL_BLOCKS, MAX_ROW_BLOCKS = 1 << 14, 1 << 13
+
+
+def unpack_step(word):
+    """Packed step word → (row block, column block, flags); works on ints and jnp scalars."""
+    return word >> _ROW_SHIFT, (word >> _COL_SHIFT) & (MAX_COL_BLOCKS - 1), word & 15
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class BlockInfo:
-    """Padded per-block visit lists (int32 numpy arrays).
+    """Block-sparse metadata (int32 numpy arrays unless said otherwise).
 
     block_q, block_kv: block sizes; q_len, kv_len: padded lengths (multiples of the blocks).
     kind: (nq, nk) int8 in {EMPTY, PARTIAL, FULL}.
-    Forward / dq (per query block i): counts (nq,), kv_index (nq, max_kv) the visited key
-    blocks in increasing order, kv_partial (nq, max_kv) 1 where the mask must be applied.
-    Padded entries repeat the last visited index (no new DMA) with partial = 0.
-    dk/dv (per key block j): q_counts (nk,), q_index (nk, max_q), q_partial (nk, max_q).
+    Per query block i (forward, dq), CSR: kv_ptr (nq+1,), kv_col (nnz,) visited key blocks in
+    increasing order, kv_col_partial (nnz,) 1 where the mask must be applied.
+    Per key block j (dk/dv), CSR of the transpose: q_ptr (nk+1,), q_col (nnz,), q_col_partial.
+    steps / steps_t: the same lists flattened into one packed int32 word per grid step
+    (see `unpack_step`: row block, column block, flags PARTIAL/FIRST/LAST/SKIP); a row with
+    no visited block gets one SKIP step so its output (0, lse -inf) is still written.
+    Padded (rows × max visits) views: counts, kv_index, kv_partial, q_counts, q_index, q_partial.
     """
 
     block_q: int
@@ -37,37 +51,92 @@ class BlockInfo:
     q_len: int
     kv_len: int
     kind: np.ndarray
-    counts: np.ndarray
-    kv_index: np.ndarray
-    kv_partial: np.ndarray
-    q_counts: np.ndarray
-    q_index: np.ndarray
-    q_partial: np.ndarray
+    kv_ptr: np.ndarray
+    kv_col: np.ndarray
+    kv_col_partial: np.ndarray
+    q_ptr: np.ndarray
+    q_col: np.ndarray
+    q_col_partial: np.ndarray
+    steps: np.ndarray
+    steps_t: np.ndarray
 
     @property
     def num_visited(self) -> int:
-        return int(self.counts.sum())
+        return int(self.kv_ptr[-1])
 
     @property
     def num_blocks(self) -> int:
         return int(self.kind.size)
 
+    @property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.kv_ptr).astype(np.int32)
 
-def _visit_lists(kind: np.ndarray):
-    n, m = kind.shape
-    counts = (kind != EMPTY).sum(1).astype(np.int32)
+    @property
+    def q_counts(self) -> np.ndarray:
+        return np.diff(self.q_ptr).astype(np.int32)
+
+    @functools.cached_property
+    def _padded(self):
+        return _padded_lists(self.kv_ptr, self.kv_col, self.kv_col_partial)
+
+    @functools.cached_property
+    def _padded_t(self):
+        return _padded_lists(self.q_ptr, self.q_col, self.q_col_partial)
+
+    kv_index = property(lambda self: self._padded[0])
+    kv_partial = property(lambda self: self._padded[1])
+    q_index = property(lambda self: self._padded_t[0])
+    q_partial = property(lambda self: self._padded_t[1])
+
+
+def _csr(kind: np.ndarray):
+    """(rows, cols) kinds → row pointers, visited columns (ascending), partial flags."""
+    rows, cols = np.nonzero(kind != EMPTY)  # row-major
+    counts = np.bincount(rows, minlength=kind.shape[0])
+    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return ptr, cols.astype(np.int32), (kind[rows, cols] == PARTIAL).astype(np.int32)
+
+
+def _padded_lists(ptr, col, partial):
+    """CSR → (rows, max(1, max count)) index / partial arrays; padding repeats the last index."""
+    counts = np.diff(ptr)
+    n = len(counts)
     width = max(1, int(counts.max()) if n else 1)
+    rows = np.repeat(np.arange(n), counts)
+    slot = np.arange(len(col)) - np.repeat(ptr[:-1], counts)
     index = np.zeros((n, width), np.int32)
-    partial = np.zeros((n, width), np.int32)
-    rows, cols = np.nonzero(kind != EMPTY)  # row-major: cols ascending within a row
-    slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    index[rows, slot] = cols
-    partial[rows, slot] = (kind[rows, cols] == PARTIAL)
-    # Pad with the last visited block so the pipeline issues no new copy.
+    part = np.zeros((n, width), np.int32)
+    index[rows, slot] = col
+    part[rows, slot] = partial
     last = np.where(counts > 0, index[np.arange(n), np.maximum(counts - 1, 0)], 0)
-    pad = np.arange(width)[None, :] >= counts[:, None]
-    index = np.where(pad, last[:, None], index).astype(np.int32)
-    return counts, index, partial.astype(np.int32)
+    index = np.where(np.arange(width)[None, :] >= counts[:, None], last[:, None], index).astype(np.int32)
+    return index, part
+
+
+def _steps(ptr, col, partial):
+    """CSR → packed step words, one per visited block plus one SKIP step per empty row."""
+    counts = np.diff(ptr).astype(np.int64)
+    n = len(counts)
+    if n > MAX_ROW_BLOCKS or (len(col) and col.max() >= MAX_COL_BLOCKS):
+        raise ValueError(f"too many blocks for the packed step format ({n} rows)")
+    c1 = np.maximum(counts, 1)
+    total = int(c1.sum())
+    row = np.repeat(np.arange(n, dtype=np.int64), c1)
+    slot = np.arange(total) - np.repeat(np.cumsum(c1) - c1, c1)
+    nonempty = np.repeat(counts > 0, c1)
+    cols = np.zeros(total, np.int64)
+    parts = np.zeros(total, np.int64)
+    cols[nonempty] = col
+    parts[nonempty] = partial
+    # An empty row reuses the previous step's column block: no new copy is issued.
+    if total:
+        idx = np.where(nonempty, np.arange(total), -1)
+        idx = np.maximum.accumulate(idx)
+        cols = np.where(nonempty, cols, np.where(idx >= 0, cols[np.maximum(idx, 0)], 0))
+    flags = (parts * STEP_PARTIAL + (slot == 0) * STEP_FIRST + (slot == np.repeat(c1, c1) - 1) * STEP_LAST
+             + (~nonempty) * STEP_SKIP)
+    return ((row << _ROW_SHIFT) | (cols << _COL_SHIFT) | flags).astype(np.int32)
 
 
 def _overlap(a0, a1, b0, b1):
@@ -150,10 +219,11 @@ def block_info(layout: Layout, block_q: int, block_kv: int, q_len: int | None = 
     if q_len % block_q or kv_len % block_kv or q_len < n or kv_len < n:
         raise ValueError(f"bad padded lengths {q_len}, {kv_len} for {n} tokens and blocks {block_q}, {block_kv}")
     kind = classify_blocks(layout, block_q, block_kv, q_len, kv_len)
-    counts, kv_index, kv_partial = _visit_lists(kind)
-    q_counts, q_index, q_partial = _visit_lists(np.ascontiguousarray(kind.T))
-    arrs = dict(kind=kind, counts=counts, kv_index=kv_index, kv_partial=kv_partial,
-                q_counts=q_counts, q_index=q_index, q_partial=q_partial)
+    kv_ptr, kv_col, kv_col_partial = _csr(kind)
+    q_ptr, q_col, q_col_partial = _csr(np.ascontiguousarray(kind.T))
+    arrs = dict(kind=kind, kv_ptr=kv_ptr, kv_col=kv_col, kv_col_partial=kv_col_partial, q_ptr=q_ptr, q_col=q_col,
+                q_col_partial=q_col_partial, steps=_steps(kv_ptr, kv_col, kv_col_partial),
+                steps_t=_steps(q_ptr, q_col, q_col_partial))
     for a in arrs.values():
         a.setflags(write=False)
     return BlockInfo(block_q, block_kv, q_len, kv_len, **arrs)

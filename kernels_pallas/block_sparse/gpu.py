@@ -1,9 +1,10 @@
 """Pallas GPU (Triton lowering) block-sparse attention: forward, dq and dk/dv kernels.
 
 Same kernel layout as tpu.py: q/do (B, Hq, Tq, D), k/v (B, Hkv, Tk, D), lse/di
-(B, Hq, Tq) fp32, ids q (Tq, 8) / kv (8, Tk) int32, flattened metadata. One program per
-(batch, head, query block) loops (`fori_loop` with a data-dependent trip count) over that
-block's visited key blocks only, read from the metadata; dk/dv programs (batch, kv head, key
+(B, Hq, Tq) fp32, ids q (Tq, 8) / kv (8, Tk) int32; metadata in CSR form (row pointers,
+visited column blocks, partial flags: O(visited blocks) memory). One program per
+(batch, head, query block) loops (`fori_loop` over [ptr[i], ptr[i+1])) over that block's
+visited key blocks only; dk/dv programs (batch, kv head, key
 block) loop over the G query heads of the group and the query blocks that see the key block.
 The Triton lowering is deprecated after JAX 0.10 (see docs/kernels.md for the plan).
 """
@@ -42,15 +43,14 @@ def _kv_ids(kvid_ref, sl):
     return {f: kvid_ref[r, sl][None, :] for r, f in enumerate(KV_FIELDS)}
 
 
-def _fwd_kernel(cnt_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, qid_ref, kvid_ref, o_ref, lse_ref,
-                *, scale, width, block_q, block_kv):
+def _fwd_kernel(ptr_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, qid_ref, kvid_ref, o_ref, lse_ref,
+                *, scale, block_q, block_kv):
     i = pl.program_id(2)
     q = q_ref[...]
     qid = _q_ids(qid_ref, pl.ds(i * block_q, block_q))
 
-    def body(j, carry):
+    def body(n, carry):
         acc, m, l = carry
-        n = i * width + j
         sl = pl.ds(idx_ref[n] * block_kv, block_kv)
         k, v = k_ref[sl, :], v_ref[sl, :]
         s = jnp.dot(q, k.T, preferred_element_type=jnp.float32) * scale
@@ -66,7 +66,7 @@ def _fwd_kernel(cnt_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, qid_ref, kvid_r
     d = q.shape[-1]
     init = (jnp.zeros((block_q, d), jnp.float32), jnp.full((block_q,), NEG, jnp.float32),
             jnp.zeros((block_q,), jnp.float32))
-    acc, m, l = lax.fori_loop(0, cnt_ref[i], body, init)
+    acc, m, l = lax.fori_loop(ptr_ref[i], ptr_ref[i + 1], body, init)
     ok = l > 0
     o_ref[...] = (acc / jnp.where(ok, l, 1.0)[:, None]).astype(o_ref.dtype)
     lse_ref[...] = jnp.where(ok, m + jnp.log(jnp.where(ok, l, 1.0)), -jnp.inf)
@@ -78,15 +78,13 @@ def forward(q, k, v, q_ids, kv_ids, meta, *, scale: float, block_q: int, block_k
     hkv, tk = k.shape[1], k.shape[2]
     g = hq // hkv
     nq = tq // block_q
-    counts, kv_index, kv_partial = meta
-    width = kv_index.shape[0] // nq
     q_ids_t = q_ids.T  # (8, Tq)
     full = lambda shape: pl.BlockSpec(shape, lambda *_: (0,) * len(shape))  # noqa: E731
     out, lse = pl.pallas_call(
-        functools.partial(_fwd_kernel, scale=scale, width=width, block_q=block_q, block_kv=block_kv),
+        functools.partial(_fwd_kernel, scale=scale, block_q=block_q, block_kv=block_kv),
         grid=(b, hq, nq),
         in_specs=[
-            full(counts.shape), full(kv_index.shape), full(kv_partial.shape),
+            *(full(m.shape) for m in meta),
             pl.BlockSpec((None, None, block_q, d), lambda bb, h, i: (bb, h, i, 0)),
             pl.BlockSpec((None, None, tk, d), lambda bb, h, i: (bb, h // g, 0, 0)),
             pl.BlockSpec((None, None, tk, d), lambda bb, h, i: (bb, h // g, 0, 0)),
@@ -98,19 +96,18 @@ def forward(q, k, v, q_ids, kv_ids, meta, *, scale: float, block_q: int, block_k
         compiler_params=_params(d),
         interpret=interpret,
         name="block_sparse_fwd_gpu",
-    )(counts, kv_index, kv_partial, q, k, v, q_ids_t, kv_ids)
+    )(*meta, q, k, v, q_ids_t, kv_ids)
     return out, lse
 
 
-def _dq_kernel(cnt_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, qid_ref, kvid_ref,
-               dq_ref, *, scale, width, block_q, block_kv):
+def _dq_kernel(ptr_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, qid_ref, kvid_ref,
+               dq_ref, *, scale, block_q, block_kv):
     i = pl.program_id(2)
     q, do = q_ref[...], do_ref[...]
     lse, di = lse_ref[...][:, None], di_ref[...][:, None]
     qid = _q_ids(qid_ref, pl.ds(i * block_q, block_q))
 
-    def body(j, dq):
-        n = i * width + j
+    def body(n, dq):
         sl = pl.ds(idx_ref[n] * block_kv, block_kv)
         k, v = k_ref[sl, :], v_ref[sl, :]
         s = jnp.dot(q, k.T, preferred_element_type=jnp.float32) * scale
@@ -120,21 +117,21 @@ def _dq_kernel(cnt_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, do_ref, lse_ref,
         ds = p * (dp - di)
         return dq + jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32) * scale
 
-    dq = lax.fori_loop(0, cnt_ref[i], body, jnp.zeros(q.shape, jnp.float32))
+    dq = lax.fori_loop(ptr_ref[i], ptr_ref[i + 1], body, jnp.zeros(q.shape, jnp.float32))
     dq_ref[...] = dq.astype(dq_ref.dtype)
 
 
-def _dkv_kernel(cnt_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, qid_ref, kvid_ref,
-                dk_ref, dv_ref, *, scale, width, groups, block_q, block_kv):
+def _dkv_kernel(ptr_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, qid_ref, kvid_ref,
+                dk_ref, dv_ref, *, scale, groups, block_q, block_kv):
     kj = pl.program_id(2)
     k, v = k_ref[...], v_ref[...]
     kvid = _kv_ids(kvid_ref, pl.ds(kj * block_kv, block_kv))
-    n_vis = cnt_ref[kj]
+    first = ptr_ref[kj]
+    n_vis = ptr_ref[kj + 1] - first
 
     def body(t, carry):
         dk, dv = carry
-        gg, j = t // n_vis, t % n_vis
-        n = kj * width + j
+        gg, n = t // n_vis, first + t % n_vis
         sl = pl.ds(idx_ref[n] * block_q, block_q)
         q, do = q_ref[gg, sl, :], do_ref[gg, sl, :]
         lse, di = lse_ref[gg, sl][:, None], di_ref[gg, sl][:, None]
@@ -160,15 +157,13 @@ def backward(q, k, v, do, lse, di, q_ids, kv_ids, meta, meta_t, *, scale: float,
     hkv, tk = k.shape[1], k.shape[2]
     g = hq // hkv
     nq, nk = tq // block_q, tk // block_kv
-    width = meta[1].shape[0] // nq
-    width_t = meta_t[1].shape[0] // nk
     q_ids_t = q_ids.T
     full = lambda shape: pl.BlockSpec(shape, lambda *_: (0,) * len(shape))  # noqa: E731
     qblk = pl.BlockSpec((None, None, block_q, d), lambda bb, h, i: (bb, h, i, 0))
     rowblk = pl.BlockSpec((None, None, block_q), lambda bb, h, i: (bb, h, i))
     kvall = pl.BlockSpec((None, None, tk, d), lambda bb, h, i: (bb, h // g, 0, 0))
     dq = pl.pallas_call(
-        functools.partial(_dq_kernel, scale=scale, width=width, block_q=block_q, block_kv=block_kv),
+        functools.partial(_dq_kernel, scale=scale, block_q=block_q, block_kv=block_kv),
         grid=(b, hq, nq),
         in_specs=[*(full(m.shape) for m in meta), qblk, kvall, kvall, qblk, rowblk, rowblk,
                   full(q_ids_t.shape), full(kv_ids.shape)],
@@ -184,7 +179,7 @@ def backward(q, k, v, do, lse, di, q_ids, kv_ids, meta, meta_t, *, scale: float,
     rowgrp = pl.BlockSpec((None, g, tq), lambda bb, h, j: (bb, h, 0))
     kblk = pl.BlockSpec((None, None, block_kv, d), lambda bb, h, j: (bb, h, j, 0))
     dk, dv = pl.pallas_call(
-        functools.partial(_dkv_kernel, scale=scale, width=width_t, groups=g, block_q=block_q, block_kv=block_kv),
+        functools.partial(_dkv_kernel, scale=scale, groups=g, block_q=block_q, block_kv=block_kv),
         grid=(b, hkv, nk),
         in_specs=[*(full(m.shape) for m in meta_t), qgrp, kblk, kblk, qgrp, rowgrp, rowgrp,
                   full(q_ids_t.shape), full(kv_ids.shape)],

@@ -3,12 +3,18 @@
 Layout inside the kernels: q/do (B, Hq, Tq, D), k/v (B, Hkv, Tk, D); lse/di are lane-dense
 rows (B, Hq, 1, Tq) fp32; token ids come as columns (T, 8) and rows (8, T) int32 (see
 layout.Q_FIELDS / KV_FIELDS) so masks are built by broadcasting without relayouts. Lengths
-are multiples of the blocks. The dk/dv kernel works on transposed scores sᵀ = k·qᵀ
-(bk, bq), so lse/di rows broadcast directly and every matmul is NN or NT. The block metadata (visit counts, visited block indices, partial
-flags; flattened 1-D int32) is scalar-prefetched into SMEM and drives the index maps, so the
-grid's last axis only runs over visited (non-empty) blocks: (B, Hq, nq, max_visits) for the
-forward and dq, (B, Hkv, nk, G, max_q_visits) for dk/dv. Steps past a block's count repeat
-the last index (no new DMA) and skip compute. GQA: query head h reads kv head h // G.
+are multiples of the blocks.
+
+Grid: the visited (query block, key block) pairs are flattened into one axis of packed step
+words (block_info.BlockInfo.steps), scalar-prefetched into SMEM, that drive the index maps:
+(B, Hq, n_steps) for the forward and dq, (B, Hkv, n_steps_t · G) for dk/dv. So the grid has
+exactly one step per non-empty block (plus one per fully empty row, to write its zeros),
+whatever the longest row is; a row's steps are consecutive, so its output block stays
+resident and is written back once. FIRST/LAST flags initialise and finalise the VMEM
+accumulators, PARTIAL selects the masked path. GQA: query head h reads kv head h // G; the
+dk/dv kernel accumulates the G query heads of a group for one kv head (no repeated K/V, no
+atomics) and works on transposed scores sᵀ = k·qᵀ (bk, bq), so lse/di rows broadcast
+directly and every matmul is NN or NT.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
+from .block_info import STEP_FIRST, STEP_LAST, STEP_PARTIAL, STEP_SKIP, unpack_step
 from .layout import KV_FIELDS, Q_FIELDS, mask_fn
 
 NEG = -0.7 * float(np.finfo(np.float32).max)
@@ -55,11 +62,28 @@ def _row_to_col(x):
     return jnp.transpose(jnp.broadcast_to(x, (_LANES, x.shape[1])))[:, :1]
 
 
-def _fwd_kernel(cnt_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, qid_ref, kvid_ref,
-                o_ref, lse_ref, m_sc, l_sc, acc_sc, *, scale, width):
-    i, j = pl.program_id(2), pl.program_id(3)
+def _flag(flags, bit):
+    return (flags & bit) != 0
 
-    @pl.when(j == 0)
+
+def _run_steps(flags, step):
+    """Call step(masked) on non-skipped steps, masked only on partial blocks."""
+    live = jnp.logical_not(_flag(flags, STEP_SKIP))
+    partial = _flag(flags, STEP_PARTIAL)
+
+    @pl.when(live & partial)
+    def _masked():
+        step(True)
+
+    @pl.when(live & jnp.logical_not(partial))
+    def _full():
+        step(False)
+
+
+def _fwd_kernel(steps_ref, q_ref, k_ref, v_ref, qid_ref, kvid_ref, o_ref, lse_ref, m_sc, l_sc, acc_sc, *, scale):
+    flags = unpack_step(steps_ref[pl.program_id(2)])[2]
+
+    @pl.when(_flag(flags, STEP_FIRST))
     def _init():
         m_sc[...] = jnp.full(m_sc.shape, NEG, jnp.float32)
         l_sc[...] = jnp.zeros(l_sc.shape, jnp.float32)
@@ -81,18 +105,9 @@ def _fwd_kernel(cnt_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, qid_ref, kvid_r
         acc_sc[...] = alpha * acc_sc[...] + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
         m_sc[...] = m_new
 
-    live = j < cnt_ref[i]
-    partial = part_ref[i * width + j] != 0
+    _run_steps(flags, step)
 
-    @pl.when(live & partial)
-    def _masked():
-        step(True)
-
-    @pl.when(live & jnp.logical_not(partial))
-    def _full():
-        step(False)
-
-    @pl.when(j == width - 1)
+    @pl.when(_flag(flags, STEP_LAST))
     def _finish():
         l = l_sc[...]
         ok = l > 0
@@ -104,64 +119,63 @@ def _params(n_parallel: int, n_arbitrary: int):
     return pltpu.CompilerParams(dimension_semantics=("parallel",) * n_parallel + ("arbitrary",) * n_arbitrary)
 
 
-def forward(q, k, v, q_ids, kv_ids, meta, *, scale: float, block_q: int, block_kv: int, interpret=False):
-    """q (B,Hq,Tq,D), k/v (B,Hkv,Tk,D) → out (B,Hq,Tq,D) q.dtype, lse (B,Hq,Tq) fp32 (-inf on empty rows).
+def _row_maps(group: int):
+    """Index maps for the forward / dq grid (b, h, t) driven by the packed step words."""
 
-    meta: (counts (nq,), kv_index (nq*W,), kv_partial (nq*W,)) int32 with width W.
-    """
+    def q_map(bb, h, t, steps):
+        return (bb, h, unpack_step(steps[t])[0], 0)
+
+    def row_map(bb, h, t, steps):
+        return (bb, h, 0, unpack_step(steps[t])[0])
+
+    def kv_map(bb, h, t, steps):
+        return (bb, h // group, unpack_step(steps[t])[1], 0)
+
+    def qid_map(bb, h, t, steps):
+        return (unpack_step(steps[t])[0], 0)
+
+    def kvid_map(bb, h, t, steps):
+        return (0, unpack_step(steps[t])[1])
+
+    return q_map, row_map, kv_map, qid_map, kvid_map
+
+
+def forward(q, k, v, q_ids, kv_ids, steps, *, scale: float, block_q: int, block_kv: int, interpret=False):
+    """q (B,Hq,Tq,D), k/v (B,Hkv,Tk,D), q_ids (Tq,8), kv_ids (8,Tk), steps (n_steps,) packed
+    int32 → out (B,Hq,Tq,D) q.dtype, lse (B,Hq,Tq) fp32 (-inf on rows that see nothing)."""
     b, hq, tq, d = q.shape
-    hkv = k.shape[1]
-    g = hq // hkv
-    counts, kv_index, kv_partial = meta
-    nq = tq // block_q
-    width = kv_index.shape[0] // nq
-
-    def kv_map(bb, h, i, j, cnt, idx, part):
-        return (bb, h // g, idx[i * width + j], 0)
-
-    def q_map(bb, h, i, j, cnt, idx, part):
-        return (bb, h, i, 0)
-
-    def q_map_row(bb, h, i, j, cnt, idx, part):
-        return (bb, h, 0, i)
-
+    g = hq // k.shape[1]
+    q_map, row_map, kv_map, qid_map, kvid_map = _row_maps(g)
     grid_spec = pltpu.PrefetchScalarGridSpec(
-        num_scalar_prefetch=3,
-        grid=(b, hq, nq, width),
+        num_scalar_prefetch=1,
+        grid=(b, hq, steps.shape[0]),
         in_specs=[
             pl.BlockSpec((None, None, block_q, d), q_map),
             pl.BlockSpec((None, None, block_kv, d), kv_map),
             pl.BlockSpec((None, None, block_kv, d), kv_map),
-            pl.BlockSpec((block_q, q_ids.shape[1]), lambda bb, h, i, j, *_: (i, 0)),
-            pl.BlockSpec((kv_ids.shape[0], block_kv), lambda bb, h, i, j, cnt, idx, part: (0, idx[i * width + j])),
+            pl.BlockSpec((block_q, q_ids.shape[1]), qid_map),
+            pl.BlockSpec((kv_ids.shape[0], block_kv), kvid_map),
         ],
-        out_specs=[
-            pl.BlockSpec((None, None, block_q, d), q_map),
-            pl.BlockSpec((None, None, 1, block_q), q_map_row),
-        ],
-        scratch_shapes=[
-            pltpu.VMEM((block_q, 1), jnp.float32),
-            pltpu.VMEM((block_q, 1), jnp.float32),
-            pltpu.VMEM((block_q, d), jnp.float32),
-        ],
+        out_specs=[pl.BlockSpec((None, None, block_q, d), q_map), pl.BlockSpec((None, None, 1, block_q), row_map)],
+        scratch_shapes=[pltpu.VMEM((block_q, 1), jnp.float32), pltpu.VMEM((block_q, 1), jnp.float32),
+                        pltpu.VMEM((block_q, d), jnp.float32)],
     )
-    kernel = functools.partial(_fwd_kernel, scale=scale, width=width)
     out, lse = pl.pallas_call(
-        kernel,
+        functools.partial(_fwd_kernel, scale=scale),
         grid_spec=grid_spec,
         out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((b, hq, 1, tq), jnp.float32)],
-        compiler_params=_params(3, 1),
+        compiler_params=_params(2, 1),
         interpret=interpret,
         name="block_sparse_fwd",
-    )(counts, kv_index, kv_partial, q, k, v, q_ids, kv_ids)
+    )(steps, q, k, v, q_ids, kv_ids)
     return out, lse[:, :, 0, :]
 
 
-def _dq_kernel(cnt_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, qid_ref, kvid_ref,
-               dq_ref, dq_sc, lse_sc, di_sc, *, scale, width):
-    i, j = pl.program_id(2), pl.program_id(3)
+def _dq_kernel(steps_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, qid_ref, kvid_ref,
+               dq_ref, dq_sc, lse_sc, di_sc, *, scale):
+    flags = unpack_step(steps_ref[pl.program_id(2)])[2]
 
-    @pl.when(j == 0)
+    @pl.when(_flag(flags, STEP_FIRST))
     def _init():
         dq_sc[...] = jnp.zeros(dq_sc.shape, jnp.float32)
         lse_sc[...] = _row_to_col(lse_ref[...])  # once per query block
@@ -177,27 +191,20 @@ def _dq_kernel(cnt_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, do_ref, lse_ref,
         ds = p * (dp - di_sc[...])
         dq_sc[...] += jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32) * scale
 
-    live = j < cnt_ref[i]
-    partial = part_ref[i * width + j] != 0
+    _run_steps(flags, step)
 
-    @pl.when(live & partial)
-    def _masked():
-        step(True)
-
-    @pl.when(live & jnp.logical_not(partial))
-    def _full():
-        step(False)
-
-    @pl.when(j == width - 1)
+    @pl.when(_flag(flags, STEP_LAST))
     def _finish():
         dq_ref[...] = dq_sc[...].astype(dq_ref.dtype)
 
 
-def _dkv_kernel(cnt_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, qrow_ref, kvcol_ref,
-                dk_ref, dv_ref, dk_sc, dv_sc, *, scale, width, groups):
-    ki, g, j = pl.program_id(2), pl.program_id(3), pl.program_id(4)
+def _dkv_kernel(steps_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, qrow_ref, kvcol_ref,
+                dk_ref, dv_ref, dk_sc, dv_sc, *, scale, groups):
+    t = pl.program_id(2)
+    gg = t % groups
+    flags = unpack_step(steps_ref[t // groups])[2]
 
-    @pl.when((g == 0) & (j == 0))
+    @pl.when(_flag(flags, STEP_FIRST) & (gg == 0))
     def _init():
         dk_sc[...] = jnp.zeros(dk_sc.shape, jnp.float32)
         dv_sc[...] = jnp.zeros(dv_sc.shape, jnp.float32)
@@ -213,52 +220,31 @@ def _dkv_kernel(cnt_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, do_ref, lse_ref
         dst = pt * (dpt - di_ref[...])
         dk_sc[...] += jnp.dot(dst.astype(q.dtype), q, preferred_element_type=jnp.float32) * scale
 
-    live = j < cnt_ref[ki]
-    partial = part_ref[ki * width + j] != 0
+    _run_steps(flags, step)
 
-    @pl.when(live & partial)
-    def _masked():
-        step(True)
-
-    @pl.when(live & jnp.logical_not(partial))
-    def _full():
-        step(False)
-
-    @pl.when((g == groups - 1) & (j == width - 1))
+    @pl.when(_flag(flags, STEP_LAST) & (gg == groups - 1))
     def _finish():
         dk_ref[...] = dk_sc[...].astype(dk_ref.dtype)
         dv_ref[...] = dv_sc[...].astype(dv_ref.dtype)
 
 
-def backward(q, k, v, do, lse, di, q_ids, kv_ids, meta, meta_t, *, scale: float, block_q: int, block_kv: int,
+def backward(q, k, v, do, lse, di, q_ids, kv_ids, steps, steps_t, *, scale: float, block_q: int, block_kv: int,
              interpret=False):
     """Gradients (dq, dk, dv) in the kernel layout. lse (B,Hq,Tq) must be +inf (not -inf) on
-    empty rows; di = rowsum(do * out) - d_lse, (B,Hq,Tq) fp32. meta_t is the transposed
-    metadata (q_counts (nk,), q_index (nk*Wt,), q_partial (nk*Wt,))."""
+    empty rows; di = rowsum(do * out) - d_lse, (B,Hq,Tq) fp32; steps / steps_t are the packed
+    step words of the metadata and of its transpose (rows = key blocks)."""
     b, hq, tq, d = q.shape
-    hkv, tk = k.shape[1], k.shape[2]
+    hkv = k.shape[1]
     g = hq // hkv
-    nq, nk = tq // block_q, tk // block_kv
-    width = meta[1].shape[0] // nq
-    width_t = meta_t[1].shape[0] // nk
     nid = q_ids.shape[1]
     lse, di = lse[:, :, None, :], di[:, :, None, :]  # lane-dense rows (B, Hq, 1, Tq)
-
-    # ---- dq: same grid as the forward --------------------------------------------------
-    def q_map(bb, h, i, j, *_):
-        return (bb, h, i, 0)
-
-    def row_map(bb, h, i, j, *_):
-        return (bb, h, 0, i)
-
-    def kv_map(bb, h, i, j, cnt, idx, part):
-        return (bb, h // g, idx[i * width + j], 0)
+    q_map, row_map, kv_map, qid_map, kvid_map = _row_maps(g)
 
     dq = pl.pallas_call(
-        functools.partial(_dq_kernel, scale=scale, width=width),
+        functools.partial(_dq_kernel, scale=scale),
         grid_spec=pltpu.PrefetchScalarGridSpec(
-            num_scalar_prefetch=3,
-            grid=(b, hq, nq, width),
+            num_scalar_prefetch=1,
+            grid=(b, hq, steps.shape[0]),
             in_specs=[
                 pl.BlockSpec((None, None, block_q, d), q_map),
                 pl.BlockSpec((None, None, block_kv, d), kv_map),
@@ -266,35 +252,41 @@ def backward(q, k, v, do, lse, di, q_ids, kv_ids, meta, meta_t, *, scale: float,
                 pl.BlockSpec((None, None, block_q, d), q_map),
                 pl.BlockSpec((None, None, 1, block_q), row_map),
                 pl.BlockSpec((None, None, 1, block_q), row_map),
-                pl.BlockSpec((block_q, nid), lambda bb, h, i, j, *_: (i, 0)),
-                pl.BlockSpec((nid, block_kv), lambda bb, h, i, j, cnt, idx, part: (0, idx[i * width + j])),
+                pl.BlockSpec((block_q, nid), qid_map),
+                pl.BlockSpec((nid, block_kv), kvid_map),
             ],
             out_specs=pl.BlockSpec((None, None, block_q, d), q_map),
             scratch_shapes=[pltpu.VMEM((block_q, d), jnp.float32), pltpu.VMEM((block_q, 1), jnp.float32),
                             pltpu.VMEM((block_q, 1), jnp.float32)],
         ),
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
-        compiler_params=_params(3, 1),
+        compiler_params=_params(2, 1),
         interpret=interpret,
         name="block_sparse_dq",
-    )(*meta, q, k, v, do, lse, di, q_ids, kv_ids)
+    )(steps, q, k, v, do, lse, di, q_ids, kv_ids)
 
-    # ---- dk/dv: per key block, loop over the G query heads and the visiting q blocks ----
-    def qt_map(bb, h, ki, gg, j, cnt, idx, part):
-        return (bb, h * g + gg, idx[ki * width_t + j], 0)
+    # dk/dv: step t handles pair t // G (key block, query block) for query head h·G + t % G.
+    def qt_map(bb, h, t, st):
+        return (bb, h * g + t % g, unpack_step(st[t // g])[1], 0)
 
-    def rowt_map(bb, h, ki, gg, j, cnt, idx, part):
-        return (bb, h * g + gg, 0, idx[ki * width_t + j])
+    def rowt_map(bb, h, t, st):
+        return (bb, h * g + t % g, 0, unpack_step(st[t // g])[1])
 
-    def kt_map(bb, h, ki, gg, j, *_):
-        return (bb, h, ki, 0)
+    def kt_map(bb, h, t, st):
+        return (bb, h, unpack_step(st[t // g])[0], 0)
+
+    def qrow_map(bb, h, t, st):
+        return (0, unpack_step(st[t // g])[1])
+
+    def kvcol_map(bb, h, t, st):
+        return (unpack_step(st[t // g])[0], 0)
 
     q_rows, kv_cols = q_ids.T, kv_ids.T  # (8, Tq), (Tk, 8)
     dk, dv = pl.pallas_call(
-        functools.partial(_dkv_kernel, scale=scale, width=width_t, groups=g),
+        functools.partial(_dkv_kernel, scale=scale, groups=g),
         grid_spec=pltpu.PrefetchScalarGridSpec(
-            num_scalar_prefetch=3,
-            grid=(b, hkv, nk, g, width_t),
+            num_scalar_prefetch=1,
+            grid=(b, hkv, steps_t.shape[0] * g),
             in_specs=[
                 pl.BlockSpec((None, None, block_q, d), qt_map),
                 pl.BlockSpec((None, None, block_kv, d), kt_map),
@@ -302,15 +294,15 @@ def backward(q, k, v, do, lse, di, q_ids, kv_ids, meta, meta_t, *, scale: float,
                 pl.BlockSpec((None, None, block_q, d), qt_map),
                 pl.BlockSpec((None, None, 1, block_q), rowt_map),
                 pl.BlockSpec((None, None, 1, block_q), rowt_map),
-                pl.BlockSpec((nid, block_q), lambda bb, h, ki, gg, j, cnt, idx, part: (0, idx[ki * width_t + j])),
-                pl.BlockSpec((block_kv, nid), lambda bb, h, ki, gg, j, *_: (ki, 0)),
+                pl.BlockSpec((nid, block_q), qrow_map),
+                pl.BlockSpec((block_kv, nid), kvcol_map),
             ],
             out_specs=[pl.BlockSpec((None, None, block_kv, d), kt_map), pl.BlockSpec((None, None, block_kv, d), kt_map)],
             scratch_shapes=[pltpu.VMEM((block_kv, d), jnp.float32), pltpu.VMEM((block_kv, d), jnp.float32)],
         ),
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
-        compiler_params=_params(3, 2),
+        compiler_params=_params(2, 1),
         interpret=interpret,
         name="block_sparse_dkv",
-    )(*meta_t, q, k, v, do, lse, di, q_rows, kv_cols)
+    )(steps_t, q, k, v, do, lse, di, q_rows, kv_cols)
     return dq, dk, dv
