@@ -119,8 +119,9 @@ def test_sparse_reads_decode_few_frames(videos, reference, monkeypatch):
     real_open, counter = dec._open, [0]
     monkeypatch.setattr(dec, "_open", lambda p: _Counting(real_open(p), counter))
     case = dict(fps=1.0, local_num_frames=1, min_num_frames=0)  # 6 s → 6 frames of 150
-    v = read_video(videos["cfr.mp4"], **case)
-    assert len(v) == 6
+    calls = []
+    v = read_video(videos["cfr.mp4"], progress=lambda done, total: calls.append((done, total)), **case)
+    assert len(v) == 6 and calls == [(k, 6) for k in range(1, 7)]
     seeking = counter[0]
     counter[0] = 0
     s = read_video(videos["cfr.mp4"], seek=False, **case)

@@ -37,7 +37,7 @@ import re
 import threading
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -212,11 +212,12 @@ def _scan(path: str, strict: bool) -> _Index:
         fps, how = _resolve_fps(path, stream, n, sorted_pts, tb)
         if strict and sorted_pts is not None and tb is not None and n >= 2:
             # truncation: the frames present cover clearly less time than the header declares
-            # (the video stream's duration, or the file's when it has no other stream)
+            # (the video stream's duration, or the file's when it has no other stream). The
+            # 10 % / 0.5 s slack keeps a long-held last frame (screen recordings) from counting.
             want = float(stream.duration * tb) if stream.duration else (
                 container.duration / 1e6 if container.duration and len(container.streams) == 1 else None)
             have = float((sorted_pts[-1] - sorted_pts[0]) * tb) + 1.0 / fps
-            if want is not None and want - have > max(0.5, 2.0 / fps):
+            if want is not None and have < 0.9 * want and want - have > max(0.5, 2.0 / fps):
                 raise VideoError(f"{path}: truncated: the header declares {want:.2f} s, the frames cover {have:.2f} s")
         ctx = stream.codec_context
         return _Index(n, sorted_pts, keyframes, tb, fps, how, ctx.width, ctx.height)
@@ -248,7 +249,8 @@ def _rgb_converter():
     return lambda frame: reformatter.reformat(frame, format="rgb24").to_ndarray()
 
 
-def _decode_seeking(path: str, index: _Index, targets: list[int], threads, seek_cost: int) -> dict[int, np.ndarray]:
+def _decode_seeking(path: str, index: _Index, targets: list[int], threads, seek_cost: int,
+                    progress=None) -> dict[int, np.ndarray]:
     import av
 
     pts = index.pts
@@ -270,6 +272,8 @@ def _decode_seeking(path: str, index: _Index, targets: list[int], threads, seek_
                     raise _Fallback
                 if i in need:
                     out[i] = to_rgb(frame)
+                    if progress is not None:
+                        progress(len(out), len(targets))
                 if i >= last:
                     break
             if not need.issubset(out):
@@ -277,7 +281,7 @@ def _decode_seeking(path: str, index: _Index, targets: list[int], threads, seek_
     return out
 
 
-def _decode_sequential(path: str, targets: list[int], threads) -> tuple[dict[int, np.ndarray], int]:
+def _decode_sequential(path: str, targets: list[int], threads, progress=None) -> tuple[dict[int, np.ndarray], int]:
     """One forward pass from the start, keeping `targets`; stops after the last. Returns the
     frames and how many frames were decoded (the true count when the pass hit the end)."""
     need, last = set(targets), max(targets)
@@ -291,6 +295,8 @@ def _decode_sequential(path: str, targets: list[int], threads) -> tuple[dict[int
             count = i + 1
             if i in need:
                 out[i] = to_rgb(frame)
+                if progress is not None:
+                    progress(len(out), len(targets))
             if i >= last:
                 break
     return out, count
@@ -328,7 +334,8 @@ def _guard(path: str, fn):
 def read_video(path: str | os.PathLike, *, fps: float = 1.0, local_num_frames: int = 8, max_num_frames: int = 512,
                min_num_frames: int = 64, start: float | None = None, end: float | None = None,
                duplicate_to_min: bool = False, threads: int | str = "auto", seek: bool = True, seek_cost: int = 8,
-               strict: bool = True, source_fps: float | None = None, image_fps: float = 1.0) -> VideoFrames:
+               strict: bool = True, source_fps: float | None = None, image_fps: float = 1.0,
+               progress: Callable[[int, int], None] | None = None) -> VideoFrames:
     """Decode the frames `dynamic_fps1` samples from a video file (or an image folder).
 
     fps: sampled frames per second of video (VideoChat-Flash 1, XComp 8).
@@ -340,6 +347,7 @@ def read_video(path: str | os.PathLike, *, fps: float = 1.0, local_num_frames: i
     reference path). seek_cost: frames of decoding one seek is worth (run grouping).
     strict: truncation / corrupt data raise VideoError; False reads what can be read.
     source_fps: override the stream's frame rate. image_fps: frame rate of an image folder.
+    progress: called as progress(frames_done, frames_total) after each needed frame decodes.
 
     Returns VideoFrames with frames (T, H, W, 3) uint8 RGB.
     """
@@ -358,12 +366,12 @@ def read_video(path: str | os.PathLike, *, fps: float = 1.0, local_num_frames: i
         frames, method = None, "seek"
         if seek and index.pts is not None and len(index.keyframes):
             try:
-                frames = _guard(path, lambda: _decode_seeking(path, index, targets, threads, seek_cost))
+                frames = _guard(path, lambda: _decode_seeking(path, index, targets, threads, seek_cost, progress))
             except _Fallback:
                 frames = None
         if frames is None:
             method = "sequential"
-            frames, count = _guard(path, lambda: _decode_sequential(path, targets, threads))
+            frames, count = _guard(path, lambda: _decode_sequential(path, targets, threads, progress))
             if len(frames) < len(targets):  # the stream decodes to fewer frames than it has packets
                 if strict or count == 0:
                     raise VideoError(f"{path}: corrupt or truncated: {count} frames decode, {vlen} packets")
