@@ -30,6 +30,9 @@ def videos(tmp_path_factory):
         "cfr.webm": write_video(d / "cfr.webm", N, fps=24, gop=12),
         "vfr.webm": write_video(d / "vfr.webm", N, pts=VFR_MS, time_base=Fraction(1, 1000), gop=12),
         "cfr.avi": write_video(d / "cfr.avi", N, fps=25, gop=12),
+        # VP9 with hidden alt-ref frames (superframes), as libvpx encodes by default
+        "altref.webm": write_video(d / "altref.webm", N, fps=24, gop=40,
+                                   options={"lag-in-frames": "16", "auto-alt-ref": "1"}),
     }
     return out
 
@@ -39,7 +42,7 @@ def reference(videos):
     return {k: np.stack(decode_all(p)) for k, p in videos.items()}
 
 
-NAMES = ["cfr.mp4", "vfr.mp4", "bframes.mp4", "cfr.webm", "vfr.webm", "cfr.avi"]
+NAMES = ["cfr.mp4", "vfr.mp4", "bframes.mp4", "cfr.webm", "vfr.webm", "cfr.avi", "altref.webm"]
 CASES = [
     dict(fps=1.0, local_num_frames=1, min_num_frames=0),            # sparse: a few frames, far apart
     dict(fps=2.0, local_num_frames=4, min_num_frames=0, max_num_frames=8),
@@ -80,6 +83,10 @@ def test_fps_and_timestamps(videos):
     np.testing.assert_allclose(v.timestamps, VFR_MS[v.indices] / 1000, atol=1e-9)
     w = read_video(videos["vfr.webm"], fps=8, local_num_frames=1, min_num_frames=0)
     np.testing.assert_allclose(w.timestamps, VFR_MS[w.indices] / 1000, atol=1e-9)
+    import av
+
+    with av.open(str(videos["bframes.mp4"])) as c:  # the B-frame file really reorders frames
+        assert any(p.pts != p.dts for p in c.demux(video=0) if p.size)
     info = probe_video(videos["vfr.mp4"])
     assert info["num_frames"] == N and info["seekable"] and (info["width"], info["height"]) == (64, 48)
 

@@ -54,17 +54,18 @@ CODECS = {  # container suffix → (codec, extra options)
 
 def write_video(path: str | os.PathLike, num_frames: int, *, fps: float = 25, pts: Sequence[int] | None = None,
                 time_base: Fraction | None = None, gop: int = 12, width: int = 64, height: int = 48,
-                codec: str | None = None, bframes: int = 0) -> Path:
+                codec: str | None = None, bframes: int = 0, options: dict | None = None) -> Path:
     """Encode `num_frames` numbered frames into `path` (codec chosen from the suffix).
 
     fps: nominal rate (frames/second). pts: explicit per-frame timestamps in units of
     `time_base` (variable frame rate when the gaps differ); default i / fps.
     gop: keyframe interval in frames. bframes: max consecutive B-frames (H.264 / MPEG-4).
+    options: encoder options added to the defaults of CODECS.
     """
     path = Path(path)
     suffix = path.suffix.lstrip(".")
     name, opts = CODECS[suffix] if codec is None else (codec, {})
-    opts = dict(opts)
+    opts = {**opts, **(options or {})}
     if name == "libx264":
         opts["x264-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}"
         if bframes:
