@@ -184,6 +184,19 @@ def test_duplicated_frames_values_match_torch():
     np.testing.assert_allclose(rows(tok, size), rows(want_tok.numpy(), want_size.numpy()), atol=1e-5)
 
 
+def test_dtype_and_jit_composition():
+    """bf16 features: merged in float32, returned in bf16; merge_clips composes under jit/vmap."""
+    import jax
+
+    x = np.random.RandomState(2).randn(2, 3, 40, 16).astype(np.float32)
+    f = jax.jit(jax.vmap(lambda c: merge_clips(c, 4, 8)[0]))
+    out = f(jnp.asarray(x))
+    assert out.shape == (2, 3, 8, 16)
+    np.testing.assert_allclose(np.asarray(out[1]), _run(x[1], 4, 8)[0], atol=1e-6)
+    tok, size = merge_clips(jnp.asarray(x[0], jnp.bfloat16), 4, 8)
+    assert tok.dtype == jnp.bfloat16 and size.dtype == jnp.float32
+
+
 # ----------------------------------------------------------------------------- fixture
 
 

@@ -179,6 +179,8 @@ def _vit_vs_fixture(ref, tiny_vcf_dir, frames: int, clips: list[int]) -> float:
     params = _fixture_params(tiny_vcf_dir, cfg)
     video = _normalise(_video16()).reshape(-1, frames, 448, 448, 3)
     want = ref["L4/vit_out"] if frames == 4 else ref["L8/vit_out_clip0"][None]
+    if len(want) <= max(clips):
+        pytest.skip(f"the fixture holds {len(want)} clip(s) of L{frames} ViT output (tests/fixtures subset)")
     run = jax.jit(lambda p, x: vision_apply(p, cfg, x))
     err = 0.0
     for c in clips:
