@@ -106,23 +106,27 @@ def _read_video_pyav(path: str, d: DataSection) -> tuple[np.ndarray, float]:
 
 
 def read_video(path: str, d: DataSection) -> tuple[np.ndarray, str]:
-    """Frames (T, H, W, 3) uint8 sampled as at inference, and the time message."""
+    """Frames (T, H, W, 3) uint8 sampled as at inference (lvjax.video.read_video), and the time message."""
     try:
         from lvjax.video import read_video as lv_read
     except ImportError:
         lv_read = None
     if lv_read is not None:
-        out = lv_read(path, fps=d.fps, local_num_frames=d.local_num_frames, max_num_frames=d.max_frames,
-                      min_num_frames=d.min_frames)
-        frames, msg = out[0], out[1]
-        return np.asarray(frames, np.uint8), str(msg)
+        v = lv_read(path, fps=d.fps, local_num_frames=d.local_num_frames, max_num_frames=d.max_frames,
+                    min_num_frames=d.min_frames, threads=d.decode_threads)
+        return np.asarray(v.frames, np.uint8), str(v.time_msg)
     frames, duration = _read_video_pyav(path, d)
     return frames, time_message(duration, len(frames))
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     """(T, H, W, 3) uint8 → (T, size, size, 3) uint8, PIL bicubic (as UMTImageProcessor)."""
-    from PIL import Image
+    try:
+        from lvjax.video import resize_frames as lv_resize
+
+        return lv_resize(frames, size)
+    except ImportError:
+        from PIL import Image
 
     if frames.shape[1:3] == (size, size):
         return frames
@@ -140,17 +144,29 @@ def frame_bucket(n: int, buckets) -> int:
 
 
 def chat_segments(conversations: list[dict], time_msg: str | None, system: str) -> list[tuple[str, bool]]:
-    """qwen_2 (ChatML) text pieces with a flag 'is a label'. The first human turn becomes
-    "<image>\\n{time_msg} {question}" when there is media (the inference prompt)."""
-    segs = [(f"<|im_start|>system\n{system}<|im_end|>\n", False)]
+    """qwen_2 (ChatML) text pieces with a flag 'is a label', rendered with lvjax.prompt (the
+    inference prompt): the first human turn becomes "<image>\\n{time_msg.strip()} {question}"
+    when there is a video. Answers are labelled together with their closing <|im_end|>."""
+    try:
+        from lvjax.prompt import render_chatml, video_user_turn
+    except ImportError:  # prompt module absent: the same template, inline
+        def render_chatml(messages, system):
+            out = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
+            for role, m in messages:
+                out += f"<|im_start|>{role}\n{m}<|im_end|>\n" if m else f"<|im_start|>{role}\n"
+            return out
+
+        def video_user_turn(question, time_msg=""):
+            return f"{IMAGE}\n{time_msg.strip()} {question}"
+
+    segs = [(render_chatml([], system), False)]
     for i, turn in enumerate(conversations):
         value = str(turn.get("value", ""))
         role = turn.get("from")
         if role in ("human", "user"):
             if i == 0 and time_msg is not None:
-                question = value.replace(IMAGE, "").strip()
-                value = f"{IMAGE}\n{time_msg} {question}"
-            segs.append((f"<|im_start|>user\n{value}<|im_end|>\n<|im_start|>assistant\n", False))
+                value = video_user_turn(value.replace(IMAGE, "").strip(), time_msg)
+            segs.append((render_chatml([("user", value), ("assistant", None)], ""), False))
         elif role in ("gpt", "assistant"):
             segs.append((value + "<|im_end|>", True))
             segs.append(("\n", False))
@@ -295,14 +311,21 @@ def pad_frames_to(batch: dict, tb: int) -> dict:
 class _SkipBad:
     """Grain filter predicate: drops failed examples (runs in the main process)."""
 
-    def __init__(self, owner: "TrainIterator"):
+    def __init__(self, owner: "TrainIterator", max_consecutive: int):
         self.owner = owner
+        self.max_consecutive = max_consecutive
+        self.consecutive = 0
 
     def __call__(self, ex: dict) -> bool:
         if "error" in ex:
             self.owner.skipped += 1
+            self.consecutive += 1
+            if self.consecutive > self.max_consecutive:
+                raise ConfigError(f"{self.owner.data.train_jsonl}: {self.consecutive} examples in a row failed; "
+                                  f"last: {ex['error']}")
             log.warning("skipping bad training example (%d so far): %s", self.owner.skipped, ex["error"])
             return False
+        self.consecutive = 0
         return True
 
 
@@ -327,7 +350,7 @@ class TrainIterator:
             _absl_flags_parsed()
             it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.worker_count,
                                                              per_worker_buffer_size=data.worker_buffer_size))
-        it = it.filter(_SkipBad(self)).batch(batch_size, drop_remainder=True, batch_fn=collate)
+        it = it.filter(_SkipBad(self, max(64, len(self.records)))).batch(batch_size, drop_remainder=True, batch_fn=collate)
         self._it = iter(it)
 
     def __iter__(self) -> Iterator[dict]:
