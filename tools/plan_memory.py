@@ -1,0 +1,181 @@
+#!/usr/bin/env python
+"""Plan per-device memory of a training config: params, grads, optimizer state, activations.
+
+    python tools/plan_memory.py --config configs/xcomp_2b.yaml --frames 1024 --mesh 1,8,1,1
+    python tools/plan_memory.py --config configs/xcomp_2b.yaml --frames 128,512,1024 --remat full,dots
+
+Sizes come from the config (model.hf_config, or config.json of model.init; when neither is
+readable, the known VideoChat-Flash-2B sizes of reference §1.1). Analytic estimate, no devices
+needed; it counts what XLA must hold at the backward peak, not allocator slack:
+  params (param_dtype), grads + accumulators (fp32, trainable only), AdamW moments (2 × fp32,
+  trainable only): divided by fsdp × tensor for matrices (the default rules), replicated vectors;
+  activations of one micro-batch: per LLM layer the remat-saved tensors at that layer's length
+  (LP-Comp shrinks it), plus the recompute peak of one layer (dense attention scores unless
+  --flash), the logits of the text tokens (fp32, + grad), and the frozen ViT's forward of one
+  clip batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+GiB = 1024**3
+REAL_2B = {  # reference §1.1 (VideoChat-Flash-Qwen2_5-2B_res448); UMT-L vision
+    "vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
+    "num_attention_heads": 12, "num_key_value_heads": 2, "tie_word_embeddings": True, "mm_hidden_size": 1024,
+    "vision_tower_config": {"image_size": 448, "patch_size": 16, "hidden_size": 1024, "num_hidden_layers": 24,
+                            "num_attention_heads": 16, "mlp_ratio": 4.0, "return_idx": -2},
+}
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def lp_comp_tokens(num_layers: int) -> list[int]:
+    """Visual tokens per frame seen by each layer under xcomp_cosine (reference §6, scaled to depth)."""
+    goal = [1 + int(15 * 0.5 * (1 + math.cos(l * math.pi / num_layers)) + 0.5) for l in range(num_layers + 1)]
+    return [goal[j] for j in range(num_layers)]
+
+
+def sizes_from_config(cfg) -> dict:
+    hf = None
+    if cfg.model.hf_config:
+        hf = dict(cfg.model.hf_config)
+    elif cfg.model.init and os.path.isfile(os.path.join(cfg.model.init, "config.json")):
+        with open(os.path.join(cfg.model.init, "config.json")) as f:
+            hf = json.load(f)
+    elif cfg.model.init and os.path.isfile(os.path.join(cfg.model.init, "lvjax.json")):
+        with open(os.path.join(cfg.model.init, "lvjax.json")) as f:
+            hf = json.load(f)["hf_config"]
+    if hf is None:
+        hf = dict(REAL_2B)
+    hf.update(cfg.model.hf_overrides or {})
+    return hf
+
+
+def count_params(hf: dict, family: str) -> dict:
+    """Parameter counts: {'llm': (matrix, vector), 'vision': ..., 'projector': ...}."""
+    d, i, l = hf["hidden_size"], hf["intermediate_size"], hf["num_hidden_layers"]
+    hq, hkv = hf["num_attention_heads"], hf.get("num_key_value_heads", hf["num_attention_heads"])
+    hd = hf.get("head_dim") or d // hq
+    v = hf["vocab_size"]
+    mat = v * d * (1 if hf.get("tie_word_embeddings") else 2) + l * (2 * d * hq * hd + 2 * d * hkv * hd + 3 * d * i)
+    vec = l * (hq * hd + 2 * hkv * hd + 2 * d) + d
+    out = {"llm": (mat, vec)}
+    if family == "videochat_flash":
+        vt = {**REAL_2B["vision_tower_config"], **(hf.get("vision_tower_config") or {})}
+        c, p = vt["hidden_size"], vt["patch_size"]
+        blocks = vt["num_hidden_layers"] + vt.get("return_idx", -2) + 1
+        mlp = int(c * vt["mlp_ratio"])
+        out["vision"] = (3 * p * p * c + blocks * (4 * c * c + 2 * c * mlp), blocks * (3 * c + c + mlp + c + 4 * c) + c)
+        mm = hf.get("mm_hidden_size", c)
+        out["projector"] = (mm * d + d * d, 2 * d)
+    return out
+
+
+def plan(cfg, frames: int, mesh: tuple[int, int, int, int], remat: str, flash: bool) -> dict:
+    hf = sizes_from_config(cfg)
+    fam = cfg.model.family
+    counts = count_params(hf, fam)
+    data, fsdp, tensor, seq = mesh
+    shard = fsdp * tensor
+    pb, cb = BYTES[cfg.model.param_dtype], BYTES[cfg.model.dtype]
+    frozen = set()
+    for pat in cfg.model.frozen:
+        frozen.add(pat.split("/")[0])
+    params = trainable = 0.0
+    for name, (mat, vec) in counts.items():
+        per_dev = mat / shard + vec
+        params += per_dev * pb
+        if name not in frozen and not (fam == "qwen2" and cfg.model.frozen):
+            trainable += per_dev
+    accum = cfg.train.grad_accum
+    grads = trainable * 4 * (2 if accum > 1 else 1)
+    adam = trainable * 4 * 2
+    # activations of one micro-batch on one device
+    rows = cfg.train.global_batch // accum
+    if rows % (data * fsdp):
+        raise SystemExit(f"micro-batch of {rows} rows does not split over data×fsdp = {data * fsdp}")
+    b = rows // (data * fsdp)
+    d, i, l = hf["hidden_size"], hf["intermediate_size"], hf["num_hidden_layers"]
+    hq, hkv = hf["num_attention_heads"], hf.get("num_key_value_heads", hf["num_attention_heads"])
+    hd = hf.get("head_dim") or d // hq
+    s_text = cfg.data.max_seq_len
+    per_frame = lp_comp_tokens(l) if cfg.model.compression == "xcomp_cosine" else [16] * l
+    if fam == "qwen2":
+        per_frame = [0] * l
+    lengths = [s_text + frames * n for n in per_frame]
+    saved_per_token = {
+        "full": d * cb,
+        "dots": (d + (hq * hd + 2 * hkv * hd) + d + 2 * i + d) * cb / tensor + d * cb,
+        "minimal": (d + (hq * hd + 2 * hkv * hd) + d + 3 * i + 4 * d) * cb / tensor + d * cb,
+        "none": (d + (hq * hd + 2 * hkv * hd) + d + 3 * i + 4 * d) * cb / tensor + d * cb,
+    }[remat]
+    saved = sum(b * (s / seq) * saved_per_token for s in lengths)
+    if remat in ("minimal", "none") and not flash:
+        saved += sum(b * (hq / tensor) * (s / seq) * s * 4 for s in lengths)  # attention probs kept
+    s_max = max(lengths)
+    attn_peak = b * (hq / tensor) * (s_max / seq) * (s_max if not flash else 1) * 4 * 2
+    mlp_peak = b * (s_max / seq) * (i / tensor) * cb * 3 + b * (s_max / seq) * d * cb * 6
+    logits = b * s_text * hf["vocab_size"] / tensor * 4 * 2
+    vision = 0.0
+    if fam == "videochat_flash":
+        vt = {**REAL_2B["vision_tower_config"], **(hf.get("vision_tower_config") or {})}
+        c = vt["hidden_size"]
+        tokens = cfg.data.local_num_frames * (vt["image_size"] // vt["patch_size"]) ** 2
+        clip_batch = min(8, max(frames // cfg.data.local_num_frames, 1))
+        vision = clip_batch * tokens * (c * 6 + int(c * vt["mlp_ratio"])) * cb
+        vision += clip_batch * vt["num_attention_heads"] * tokens * (tokens if not flash else 1) * 4
+        vision += b * frames * 16 * d * cb  # the projected visual tokens
+    act = saved + attn_peak + mlp_peak + logits + vision
+    total = params + grads + adam + act
+    return {"frames": frames, "remat": remat, "mesh": mesh, "rows_per_device": b, "seq_max": s_max,
+            "params": params, "grads": grads, "adam": adam, "act_saved": saved, "act_layer_peak": attn_peak + mlp_peak,
+            "logits": logits, "vision": vision, "total": total}
+
+
+def main(argv=None) -> int:
+    from lvjax.train.config import load_config
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--config", required=True, help="training YAML (configs/*.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--frames", default=None, help="frame counts, comma-separated (default: data.max_frames)")
+    p.add_argument("--mesh", default=None, help="data,fsdp,tensor,sequence sizes (default: the config's, -1 → --devices)")
+    p.add_argument("--devices", type=int, default=8, help="device count used to fill -1 in the mesh (default 8)")
+    p.add_argument("--remat", default=None, help="remat policies to compare, comma-separated (default: the config's)")
+    p.add_argument("--flash", action="store_true", help="assume a flash/block-sparse attention kernel (no S×S scores)")
+    p.add_argument("--hbm-gib", type=float, default=None, help="device memory, to flag plans that do not fit")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    a = p.parse_args(argv)
+    cfg = load_config(a.config, a.overrides)
+    sizes = [int(x) for x in a.mesh.split(",")] if a.mesh else [cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor,
+                                                                 cfg.mesh.sequence]
+    sizes += [1] * (4 - len(sizes))
+    if -1 in sizes:
+        known = math.prod(s for s in sizes if s != -1)
+        sizes[sizes.index(-1)] = a.devices // known
+    frames = [int(x) for x in a.frames.split(",")] if a.frames else [cfg.data.max_frames]
+    remats = a.remat.split(",") if a.remat else [cfg.model.remat_policy]
+    rows = [plan(cfg, f, tuple(sizes), r, a.flash) for f in frames for r in remats]
+    if a.json:
+        for r in rows:
+            print(json.dumps(r))
+        return 0
+    cols = ["params", "grads", "adam", "act_saved", "act_layer_peak", "logits", "vision", "total"]
+    print(f"{cfg.source}: mesh data×fsdp×tensor×sequence = {'×'.join(map(str, sizes))}, "
+          f"{'flash' if a.flash else 'dense'} attention, GiB per device")
+    print(f"{'frames':>7} {'remat':>8} {'seq':>7} " + " ".join(f"{c:>14}" for c in cols))
+    for r in rows:
+        flag = "  (does not fit)" if a.hbm_gib and r["total"] / GiB > a.hbm_gib else ""
+        print(f"{r['frames']:>7} {r['remat']:>8} {r['seq_max']:>7} " + " ".join(f"{r[c] / GiB:>14.2f}" for c in cols) + flag)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
