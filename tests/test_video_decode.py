@@ -3,6 +3,7 @@ returns exactly the frames of a full sequential decode, and bad inputs raise Vid
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from fractions import Fraction
 from types import SimpleNamespace
@@ -135,6 +136,30 @@ def test_sparse_reads_decode_few_frames(videos, reference, monkeypatch):
     sequential = counter[0]
     np.testing.assert_array_equal(v.frames, s.frames)
     assert seeking <= 6 * 12 and seeking < sequential / 2, (seeking, sequential)
+
+
+def test_index_sources(videos, reference, monkeypatch):
+    # no reordering and a complete sample table: the container's index, no packet scan
+    for name in ("cfr.mp4", "vfr.mp4", "cfr.avi"):
+        assert probe_video(videos[name], container_index=True)["index"] == "container"
+    for name in ("bframes.mp4", "cfr.webm", "altref.webm"):
+        assert probe_video(videos[name], container_index=True)["index"] == "demux"
+    a, b = probe_video(videos["vfr.mp4"], container_index=True), probe_video(videos["vfr.mp4"])
+    assert {k: v for k, v in a.items() if k != "index"} == {k: v for k, v in b.items() if k != "index"}
+    # a container index that lies (pts shifted) is caught on the first decoded frame
+    real = dec._container_index
+
+    def shifted(path, stream):
+        idx = real(path, stream)
+        return dataclasses.replace(idx, pts=idx.pts + 1) if idx is not None else None
+
+    monkeypatch.setattr(dec, "_container_index", shifted)
+    scans = []
+    real_scan = dec._scan
+    monkeypatch.setattr(dec, "_scan", lambda *a, **k: scans.append(k) or real_scan(*a, **k))
+    v = read_video(videos["cfr.mp4"], fps=2, local_num_frames=2, min_num_frames=0)
+    assert v.method == "seek" and len(scans) == 2
+    np.testing.assert_array_equal(v.frames, reference["cfr.mp4"][v.indices])
 
 
 def test_run_grouping():

@@ -1,12 +1,15 @@
 """Decode the sampled frames of a video file (PyAV), an image folder or an in-memory array.
 
 Frame numbering. Frame ``i`` of a file is the ``i``-th frame a plain sequential decode of its
-first video stream outputs (presentation order). To find frames without decoding, the file's
-video packets are demuxed once (no decoding) and their presentation timestamps (pts) sorted:
-frame ``i`` is the packet with the ``i``-th smallest pts. This holds for constant and variable
-frame rate alike; it assumes one frame per packet, which is true of the usual codecs, and it
-is checked while decoding (a decoded pts that is not in the table sends the read back to the
-sequential path). ``num_source_frames`` is the number of non-empty video packets.
+first video stream outputs (presentation order). To find frames without decoding, a table of
+presentation timestamps (pts) is built and sorted: frame ``i`` has the ``i``-th smallest pts.
+This holds for constant and variable frame rate alike; it assumes one frame per packet (true
+of the usual codecs) and is checked on every decoded frame. The table comes from
+  1. the container's own index (MP4 sample table, AVI idx1 — no packet is read) when it lists
+     every frame and the codec does not reorder frames (no B-frames: decode time = pts);
+  2. else one demux pass over the video packets (reads the file, decodes nothing);
+a decoded pts missing from table 1 retries with table 2, and from table 2 falls back to the
+sequential path. ``num_source_frames`` is the table's length (non-empty video packets).
 
 Seeking. Needed frames are grouped into runs: a run starts at the keyframe at or before its
 first frame (``container.seek(pts, backward=True)``) and decodes forward, converting only the
@@ -142,6 +145,7 @@ class _Index:
     fps_source: str
     width: int
     height: int
+    source: str = "demux"        # "container": the container's own index, "demux": a packet scan
 
 
 def _open(path: str):
@@ -178,12 +182,47 @@ def _resolve_fps(path: str, stream, n: int, pts: np.ndarray | None, tb: Fraction
     raise VideoError(f"{path}: no frame-rate metadata and no timestamps to derive it (pass source_fps=)")
 
 
-def _scan(path: str, strict: bool) -> _Index:
-    """Demux (no decoding) the first video stream: frame count, sorted pts, keyframes, fps."""
+def _container_index(path: str, stream) -> _Index | None:
+    """The container's own sample index (MP4 ``stbl``, AVI ``idx1``), read without touching
+    the packets; used only when it lists every frame and the codec does not reorder frames
+    (then its timestamps, which are decode times, are the presentation times). None otherwise."""
+    try:
+        entries = stream.index_entries
+        declared = stream.frames or 0
+        if declared <= 0 or len(entries) != declared or stream.codec_context.has_b_frames:
+            return None
+        ts, key = [], []
+        for e in entries:
+            if e.is_discard or e.size <= 0:
+                return None
+            ts.append(e.timestamp)
+            key.append(e.is_keyframe)
+    except Exception:  # an index PyAV cannot expose: use the packet scan
+        return None
+    pts = np.asarray(ts, np.int64)
+    order = np.argsort(pts, kind="stable")
+    pts = pts[order]
+    if len(pts) == 0 or np.any(np.diff(pts) <= 0):
+        return None
+    keyframes = np.flatnonzero(np.asarray(key, bool)[order]).astype(np.int64)
+    if len(keyframes) == 0:
+        return None
+    fps, how = _resolve_fps(path, stream, len(pts), pts, stream.time_base)
+    ctx = stream.codec_context
+    return _Index(len(pts), pts, keyframes, stream.time_base, fps, how, ctx.width, ctx.height, "container")
+
+
+def _scan(path: str, strict: bool, container_index: bool = False) -> _Index:
+    """Frame count, sorted pts, keyframes and fps of the first video stream, without decoding:
+    from the container's index when `container_index` and it is usable, else one demux pass."""
     import av
 
     with _open(path) as container:
         stream = _video_stream(container, path)
+        if container_index:
+            quick = _container_index(path, stream)
+            if quick is not None:
+                return quick
         pts, key, missing = [], [], False
         try:
             for packet in container.demux(stream):
@@ -302,12 +341,13 @@ def _decode_sequential(path: str, targets: list[int], threads, progress=None) ->
     return out, count
 
 
-def probe_video(path: str | os.PathLike, *, strict: bool = True) -> dict:
+def probe_video(path: str | os.PathLike, *, strict: bool = True, container_index: bool = False) -> dict:
     """Frame count, fps (and where it came from), duration (s), size, and whether the file can
-    be read by seeking — from one demux pass, without decoding."""
+    be read by seeking — without decoding: from one demux pass, or with `container_index`
+    from the container's own index where it is usable (``index`` says which)."""
     path = _check_path(path)
-    idx = _guard(path, lambda: _scan(path, strict))
-    return dict(num_frames=idx.num_frames, fps=idx.fps, fps_source=idx.fps_source, duration=idx.num_frames / idx.fps,
+    idx = _guard(path, lambda: _scan(path, strict, container_index=container_index))
+    return dict(index=idx.source, num_frames=idx.num_frames, fps=idx.fps, fps_source=idx.fps_source, duration=idx.num_frames / idx.fps,
                 width=idx.width, height=idx.height, seekable=idx.pts is not None and len(idx.keyframes) > 0,
                 keyframes=len(idx.keyframes))
 
@@ -357,29 +397,35 @@ def read_video(path: str | os.PathLike, *, fps: float = 1.0, local_num_frames: i
                                  max_num_frames=max_num_frames, min_num_frames=min_num_frames, start=start, end=end,
                                  duplicate_to_min=duplicate_to_min)
     kw = _sampling_kwargs(fps, local_num_frames, max_num_frames, min_num_frames, start, end, duplicate_to_min)
-    index = _guard(path, lambda: _scan(path, strict))
-    video_fps = float(source_fps) if source_fps else index.fps
-    vlen = index.num_frames
-    for _attempt in range(2):
-        plan = _plan(path, vlen, video_fps, kw)
+    index = _guard(path, lambda: _scan(path, strict, container_index=seek))
+
+    def seeking(index: _Index):
+        plan = _plan(path, index.num_frames, float(source_fps) if source_fps else index.fps, kw)
+        if not (seek and index.pts is not None and len(index.keyframes)):
+            return plan, None
         targets = np.unique(plan.indices).tolist()
-        frames, method = None, "seek"
-        if seek and index.pts is not None and len(index.keyframes):
-            try:
-                frames = _guard(path, lambda: _decode_seeking(path, index, targets, threads, seek_cost, progress))
-            except _Fallback:
-                frames = None
-        if frames is None:
-            method = "sequential"
-            frames, count = _guard(path, lambda: _decode_sequential(path, targets, threads, progress))
-            if len(frames) < len(targets):  # the stream decodes to fewer frames than it has packets
-                if strict or count == 0:
-                    raise VideoError(f"{path}: corrupt or truncated: {count} frames decode, {vlen} packets")
-                vlen = count
-                continue
-        break
-    else:  # pragma: no cover - the second plan only asks for frames below `count`
-        raise VideoError(f"{path}: frames could not be decoded")
+        try:
+            return plan, _guard(path, lambda: _decode_seeking(path, index, targets, threads, seek_cost, progress))
+        except _Fallback:
+            return plan, None
+
+    plan, frames = seeking(index)
+    if frames is None and index.source == "container":  # the container index did not hold up
+        index = _guard(path, lambda: _scan(path, strict))
+        plan, frames = seeking(index)
+    method, vlen = "seek", index.num_frames
+    video_fps = float(source_fps) if source_fps else index.fps
+    if frames is None:
+        method = "sequential"
+        targets = np.unique(plan.indices).tolist()
+        frames, count = _guard(path, lambda: _decode_sequential(path, targets, threads, progress))
+        if len(frames) < len(targets):  # the stream decodes to fewer frames than it has packets
+            if strict or count == 0:
+                raise VideoError(f"{path}: corrupt or truncated: {count} frames decode, {vlen} packets")
+            vlen = count
+            plan = _plan(path, vlen, video_fps, kw)
+            frames, _ = _guard(path, lambda: _decode_sequential(path, np.unique(plan.indices).tolist(), threads,
+                                                                  progress))
     try:
         stacked = np.stack([frames[i] for i in plan.indices.tolist()])
     except ValueError:
