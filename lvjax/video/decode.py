@@ -204,6 +204,8 @@ def _container_index(path: str, stream) -> _Index | None:
     pts = pts[order]
     if len(pts) == 0 or np.any(np.diff(pts) <= 0):
         return None
+    if stream.start_time is not None and int(pts[0]) != stream.start_time:  # decode times ≠ presentation times
+        return None
     keyframes = np.flatnonzero(np.asarray(key, bool)[order]).astype(np.int64)
     if len(keyframes) == 0:
         return None
@@ -305,10 +307,14 @@ def _decode_seeking(path: str, index: _Index, targets: list[int], threads, seek_
                 container.seek(int(pts[key]), stream=stream, backward=True, any_frame=False)
             except av.error.FFmpegError:
                 raise _Fallback from None
+            first = True
             for frame in container.decode(stream):
                 i = where.get(frame.pts) if frame.pts is not None else None
                 if i is None:
                     raise _Fallback
+                if first and index.source == "container" and i != key:
+                    raise _Fallback  # without reordering the first frame after a seek is the keyframe
+                first = False
                 if i in need:
                     out[i] = to_rgb(frame)
                     if progress is not None:
