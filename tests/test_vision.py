@@ -70,6 +70,22 @@ def test_conversion_round_trip_fixture(tiny_vcf_dir):
         np.testing.assert_array_equal(back[k], v, err_msg=k)
 
 
+def test_rules_cover_umt_large():
+    """UMT-L (448, 23 of 24 blocks, mm_vision_select_layer −2): rule paths = module params, real shapes."""
+    cfg = VisionConfig.from_hf({"mm_vision_tower": "umt-hd-large", "mm_vision_select_layer": -2, "mm_local_num_frames": 4})
+    shapes = {k: tuple(v.shape) for k, v in flatten_paths(_expected_shapes(cfg, 1536)).items()}
+    rules = _rules(cfg)
+    assert {r.path for r in rules} == set(shapes)
+    hf_keys = {k for r in rules for k in r.hf_keys()}
+    assert len(hf_keys) == 2 + 13 * 23 + 2 + 4
+    assert "model.vision_tower.vision_tower.encoder.blocks.22.attn.qkv.weight" in hf_keys
+    assert "model.vision_tower.vision_tower.encoder.blocks.23.attn.qkv.weight" not in hf_keys
+    assert shapes["vision/blocks/attn/qkv/kernel"] == (23, 1024, 3072)
+    assert shapes["vision/patch_embed/proj/kernel"] == (1, 16, 16, 3, 1024)
+    assert shapes["vision/blocks/mlp/fc1/kernel"] == (23, 1024, 4096)
+    assert shapes["projector/mlp_0/kernel"] == (1024, 1536)
+
+
 def test_param_tree_layout_and_logical_axes():
     cfg = VisionConfig(image_size=32, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, num_frames=2)
     boxed = init_vision(cfg, jax.random.PRNGKey(0))
@@ -116,12 +132,12 @@ TINY = dict(patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_he
 
 
 @pytest.mark.parametrize(
-    "image_size,frames",
-    [(64, 4), (64, 1), (64, 8), (224, 2)],
-    ids=["448path-T4", "image-T1", "448path-T8-time-interp", "224path-T2"],
+    "image_size,frames,qkv_bias",
+    [(64, 4, True), (64, 1, True), (64, 8, True), (224, 2, True), (32, 2, False)],
+    ids=["448path-T4", "image-T1", "448path-T8-time-interp", "224path-T2", "no-qkv-bias"],
 )
-def test_parity_with_torch_reference(tmp_path, image_size, frames):
-    cfg = VisionConfig(image_size=image_size, num_frames=frames, **TINY)
+def test_parity_with_torch_reference(tmp_path, image_size, frames, qkv_bias):
+    cfg = VisionConfig(image_size=image_size, num_frames=frames, qkv_bias=qkv_bias, **TINY)
     d = 24
     _random_checkpoint(tmp_path / "model.safetensors", cfg, d)
     params, tensors = _load(tmp_path / "model.safetensors", cfg)
