@@ -301,3 +301,9 @@ def test_arrays_and_dispatch(videos):
     v16 = load_frames((np.zeros((16, 8, 8, 3), np.uint8), 4.0))
     assert v16.indices.tolist() == list(range(16))
     assert v16.time_msg == "\nThe video lasts for 4.00 seconds, and 16 frames are uniformly sampled from it. "
+
+
+def test_decode_all_frames_and_bad_threads(videos, reference):
+    np.testing.assert_array_equal(decode_all_frames(videos["vfr.webm"]), reference["vfr.webm"])
+    with pytest.raises(ValueError, match="threads"):
+        read_video(videos["cfr.mp4"], threads=-1)

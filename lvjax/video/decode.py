@@ -39,7 +39,6 @@ import os
 import re
 import threading
 from fractions import Fraction
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -135,7 +134,7 @@ class _Fallback(Exception):
 
 @dataclasses.dataclass
 class _Index:
-    """What one demux pass (no decoding) tells about the first video stream."""
+    """The frame table of the first video stream (from the container index or a demux pass)."""
 
     num_frames: int              # non-empty video packets
     pts: np.ndarray | None       # (num_frames,) int64 sorted presentation timestamps, None if any is missing
