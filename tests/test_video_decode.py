@@ -307,3 +307,17 @@ def test_decode_all_frames_and_bad_threads(videos, reference):
     np.testing.assert_array_equal(decode_all_frames(videos["vfr.webm"]), reference["vfr.webm"])
     with pytest.raises(ValueError, match="threads"):
         read_video(videos["cfr.mp4"], threads=-1)
+
+
+def test_resize_while_decoding(videos, tmp_path):
+    from lvjax.video import preprocess, resize_frames
+
+    case = dict(fps=4, local_num_frames=4, min_num_frames=0)
+    full = read_video(videos["cfr.webm"], **case)
+    small = read_video(videos["cfr.webm"], resize_to=(30, 40), **case)
+    np.testing.assert_array_equal(small.frames, resize_frames(full.frames, (30, 40)))
+    np.testing.assert_array_equal(preprocess(read_video(videos["cfr.mp4"], resize_to=32, **case).frames, 32),
+                                  preprocess(read_video(videos["cfr.mp4"], **case).frames, 32))
+    arr = np.stack([frame_image(i) for i in range(16)])
+    a = load_frames((arr, 4.0), resize_to=24, local_num_frames=4, min_num_frames=0)
+    assert a.frames.shape == (len(a), 24, 24, 3)

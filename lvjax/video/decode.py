@@ -279,24 +279,33 @@ def _runs(targets: Sequence[int], keyframes: np.ndarray, seek_cost: int) -> list
     return runs
 
 
-def _rgb_converter():
-    """frame → (H, W, 3) uint8 RGB. One swscale context reused for a whole read: the same
-    pixels as ``frame.to_ndarray(format="rgb24")``, which builds a new context per call
-    (several times slower on small frames)."""
+def _rgb_converter(resize_to=None):
+    """frame → (H, W, 3) uint8 RGB, then PIL-bicubic resized when `resize_to` is set. One
+    swscale context serves a whole read: the same pixels as ``frame.to_ndarray(format="rgb24")``,
+    which builds a new context per call (several times slower on small frames)."""
     from av.video.reformatter import VideoReformatter
 
     reformatter = VideoReformatter()
-    return lambda frame: reformatter.reformat(frame, format="rgb24").to_ndarray()
+    if resize_to is None:
+        return lambda frame: reformatter.reformat(frame, format="rgb24").to_ndarray()
+    return lambda frame: _resize(reformatter.reformat(frame, format="rgb24").to_ndarray(), resize_to)
+
+
+def _resize(rgb: np.ndarray, size) -> np.ndarray:
+    """One (H, W, 3) uint8 frame through `preprocess.resize_frames` (PIL bicubic, no crop)."""
+    from lvjax.video.preprocess import resize_frames
+
+    return resize_frames(rgb[None], size)[0]
 
 
 def _decode_seeking(path: str, index: _Index, targets: list[int], threads, seek_cost: int,
-                    progress=None) -> dict[int, np.ndarray]:
+                    progress=None, resize_to=None) -> dict[int, np.ndarray]:
     import av
 
     pts = index.pts
     where = {int(p): i for i, p in enumerate(pts.tolist())}
     out: dict[int, np.ndarray] = {}
-    to_rgb = _rgb_converter()
+    to_rgb = _rgb_converter(resize_to)
     with _open(path) as container:
         stream = _video_stream(container, path)
         _set_threads(stream, threads)
@@ -325,13 +334,14 @@ def _decode_seeking(path: str, index: _Index, targets: list[int], threads, seek_
     return out
 
 
-def _decode_sequential(path: str, targets: list[int], threads, progress=None) -> tuple[dict[int, np.ndarray], int]:
+def _decode_sequential(path: str, targets: list[int], threads, progress=None,
+                       resize_to=None) -> tuple[dict[int, np.ndarray], int]:
     """One forward pass from the start, keeping `targets`; stops after the last. Returns the
     frames and how many frames were decoded (the true count when the pass hit the end)."""
     need, last = set(targets), max(targets)
     out: dict[int, np.ndarray] = {}
     count = 0
-    to_rgb = _rgb_converter()
+    to_rgb = _rgb_converter(resize_to)
     with _open(path) as container:
         stream = _video_stream(container, path)
         _set_threads(stream, threads)
@@ -380,7 +390,8 @@ def read_video(path: str | os.PathLike, *, fps: float = 1.0, local_num_frames: i
                min_num_frames: int = 64, start: float | None = None, end: float | None = None,
                duplicate_to_min: bool = False, threads: int | str = "auto", seek: bool = True, seek_cost: int = 8,
                strict: bool = True, source_fps: float | None = None, image_fps: float = 1.0,
-               progress: Callable[[int, int], None] | None = None) -> VideoFrames:
+               progress: Callable[[int, int], None] | None = None,
+               resize_to: int | tuple[int, int] | None = None) -> VideoFrames:
     """Decode the frames `dynamic_fps1` samples from a video file (or an image folder).
 
     fps: sampled frames per second of video (VideoChat-Flash 1, XComp 8).
@@ -393,6 +404,8 @@ def read_video(path: str | os.PathLike, *, fps: float = 1.0, local_num_frames: i
     strict: truncation / corrupt data raise VideoError; False reads what can be read.
     source_fps: override the stream's frame rate. image_fps: frame rate of an image folder.
     progress: called as progress(frames_done, frames_total) after each needed frame decodes.
+    resize_to: resize each kept frame as soon as it decodes (PIL bicubic to size×size or
+    (h, w), as `preprocess` does — so preprocessing gives the same result) to bound memory.
 
     Returns VideoFrames with frames (T, H, W, 3) uint8 RGB.
     """
@@ -400,7 +413,7 @@ def read_video(path: str | os.PathLike, *, fps: float = 1.0, local_num_frames: i
     if os.path.isdir(path):
         return read_image_folder(path, image_fps=image_fps, fps=fps, local_num_frames=local_num_frames,
                                  max_num_frames=max_num_frames, min_num_frames=min_num_frames, start=start, end=end,
-                                 duplicate_to_min=duplicate_to_min)
+                                 duplicate_to_min=duplicate_to_min, resize_to=resize_to)
     kw = _sampling_kwargs(fps, local_num_frames, max_num_frames, min_num_frames, start, end, duplicate_to_min)
     index = _guard(path, lambda: _scan(path, strict, container_index=seek))
 
@@ -410,7 +423,8 @@ def read_video(path: str | os.PathLike, *, fps: float = 1.0, local_num_frames: i
             return plan, None
         targets = np.unique(plan.indices).tolist()
         try:
-            return plan, _guard(path, lambda: _decode_seeking(path, index, targets, threads, seek_cost, progress))
+            return plan, _guard(path, lambda: _decode_seeking(path, index, targets, threads, seek_cost, progress,
+                                                                   resize_to))
         except _Fallback:
             return plan, None
 
@@ -423,14 +437,14 @@ def read_video(path: str | os.PathLike, *, fps: float = 1.0, local_num_frames: i
     if frames is None:
         method = "sequential"
         targets = np.unique(plan.indices).tolist()
-        frames, count = _guard(path, lambda: _decode_sequential(path, targets, threads, progress))
+        frames, count = _guard(path, lambda: _decode_sequential(path, targets, threads, progress, resize_to))
         if len(frames) < len(targets):  # the stream decodes to fewer frames than it has packets
             if strict or count == 0:
                 raise VideoError(f"{path}: corrupt or truncated: {count} frames decode, {vlen} packets")
             vlen = count
             plan = _plan(path, vlen, video_fps, kw)
             frames, _ = _guard(path, lambda: _decode_sequential(path, np.unique(plan.indices).tolist(), threads,
-                                                                  progress))
+                                                                  progress, resize_to))
     try:
         stacked = np.stack([frames[i] for i in plan.indices.tolist()])
     except ValueError:
@@ -470,7 +484,8 @@ def _natural_key(name: str):
 
 def read_image_folder(path: str | os.PathLike, *, image_fps: float = 1.0, fps: float = 1.0, local_num_frames: int = 8,
                       max_num_frames: int = 512, min_num_frames: int = 64, start: float | None = None,
-                      end: float | None = None, duplicate_to_min: bool = False) -> VideoFrames:
+                      end: float | None = None, duplicate_to_min: bool = False,
+                      resize_to: int | tuple[int, int] | None = None) -> VideoFrames:
     """A folder of frame images as a video at `image_fps` frames/s (the original's default 1).
 
     Files with an image extension (IMAGE_EXTENSIONS), sorted by name with numbers compared as
@@ -493,6 +508,8 @@ def read_image_folder(path: str | os.PathLike, *, image_fps: float = 1.0, fps: f
         try:
             with Image.open(file) as im:
                 cache[i] = np.asarray(im.convert("RGB"), np.uint8)
+            if resize_to is not None:
+                cache[i] = _resize(cache[i], resize_to)
         except (OSError, ValueError) as e:
             raise VideoError(f"{file}: cannot read the image: {_short(e)}") from None
     try:
@@ -505,8 +522,10 @@ def read_image_folder(path: str | os.PathLike, *, image_fps: float = 1.0, fps: f
 
 def from_array(frames: np.ndarray, video_fps: float, *, fps: float = 1.0, local_num_frames: int = 8,
                max_num_frames: int = 512, min_num_frames: int = 64, start: float | None = None,
-               end: float | None = None, duplicate_to_min: bool = False) -> VideoFrames:
-    """Sample an in-memory video: frames (N, H, W, 3) uint8 RGB at `video_fps` frames/s."""
+               end: float | None = None, duplicate_to_min: bool = False,
+               resize_to: int | tuple[int, int] | None = None) -> VideoFrames:
+    """Sample an in-memory video: frames (N, H, W, 3) uint8 RGB at `video_fps` frames/s
+    (`resize_to` as in `read_video`)."""
     arr = np.asarray(frames)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] == 0:
         raise VideoError(f"<array>: expected uint8 frames (N, H, W, 3) with N > 0, got {arr.dtype} {arr.shape}")
@@ -514,7 +533,12 @@ def from_array(frames: np.ndarray, video_fps: float, *, fps: float = 1.0, local_
         raise VideoError(f"<array>: video_fps must be positive, got {video_fps!r}")
     kw = _sampling_kwargs(fps, local_num_frames, max_num_frames, min_num_frames, start, end, duplicate_to_min)
     plan = _plan("<array>", len(arr), float(video_fps), kw)
-    return VideoFrames(arr[plan.indices], plan.indices, float(video_fps), plan.duration, len(arr), plan.time_msg,
+    out = arr[plan.indices]
+    if resize_to is not None:
+        from lvjax.video.preprocess import resize_frames
+
+        out = resize_frames(out, resize_to)
+    return VideoFrames(out, plan.indices, float(video_fps), plan.duration, len(arr), plan.time_msg,
                        plan.indices / float(video_fps), "<array>")
 
 
@@ -523,7 +547,8 @@ def load_frames(video: Any, *, fps: float = 1.0, local_num_frames: int = 8, max_
                 video_fps: float | None = None, **options) -> VideoFrames:
     """One entry for every kind of video: a file path, an image folder, a (frames, video_fps)
     pair, or a uint8 array (N, H, W, 3) with `video_fps=`. Options go to `read_video`
-    (files and folders: threads, seek, strict, source_fps, image_fps, duplicate_to_min)."""
+    (files and folders: threads, seek, strict, source_fps, image_fps, progress; all kinds:
+    duplicate_to_min, resize_to)."""
     common = dict(fps=fps, local_num_frames=local_num_frames, max_num_frames=max_num_frames,
                   min_num_frames=min_num_frames, start=start, end=end)
     if isinstance(video, VideoFrames):
@@ -535,8 +560,8 @@ def load_frames(video: Any, *, fps: float = 1.0, local_num_frames: int = 8, max_
     if isinstance(video, np.ndarray) or hasattr(video, "__array__"):
         if video_fps is None:
             raise VideoError("<array>: an in-memory video needs its frame rate (video_fps=)")
-        dup = options.pop("duplicate_to_min", False)
+        extra = {k: options.pop(k) for k in ("duplicate_to_min", "resize_to") if k in options}
         if options:
             raise TypeError(f"options {sorted(options)} apply to files only")
-        return from_array(np.asarray(video), video_fps, **common, duplicate_to_min=dup)
+        return from_array(np.asarray(video), video_fps, **common, **extra)
     raise VideoError(f"{video!r}: not a video (path, image folder, or uint8 array (N, H, W, 3))")
