@@ -321,3 +321,30 @@ def test_resize_while_decoding(videos, tmp_path):
     arr = np.stack([frame_image(i) for i in range(16)])
     a = load_frames((arr, 4.0), resize_to=24, local_num_frames=4, min_num_frames=0)
     assert a.frames.shape == (len(a), 24, 24, 3)
+
+
+@pytest.mark.parametrize("trials", [pytest.param(12, id="quick"), pytest.param(240, id="many", marks=pytest.mark.heavy)])
+def test_damaged_files_give_frames_or_video_error(videos, tmp_path, trials):
+    """Cut, flipped and overwritten bytes: a result or a VideoError naming the file, nothing else."""
+    rng = np.random.RandomState(0)
+    names = ["cfr.mp4", "cfr.webm", "cfr.avi"]
+    for trial in range(trials):
+        name = names[trial % 3]
+        data = bytearray(videos[name].read_bytes())
+        kind = trial % 4
+        if kind == 0:
+            data = data[:rng.randint(1, len(data))]
+        elif kind in (1, 2):
+            for _ in range(rng.randint(1, 20)):
+                data[rng.randint(0, len(data))] = rng.randint(0, 256)
+        else:
+            i, n = rng.randint(0, len(data)), rng.randint(1, 2000)
+            data[i:i + n] = rng.bytes(len(data[i:i + n]))
+        path = tmp_path / f"damaged{trial}.{name.split('.')[1]}"
+        path.write_bytes(bytes(data))
+        for strict in (True, False):
+            try:
+                v = read_video(path, strict=strict, fps=4, local_num_frames=2, min_num_frames=0)
+                assert v.frames.dtype == np.uint8 and len(v) > 0
+            except VideoError as e:
+                assert str(path) in str(e)
