@@ -348,3 +348,15 @@ def test_damaged_files_give_frames_or_video_error(videos, tmp_path, trials):
                 assert v.frames.dtype == np.uint8 and len(v) > 0
             except VideoError as e:
                 assert str(path) in str(e)
+
+
+def test_bench_tool_runs(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_video", Path(__file__).parents[1] / "tools" / "bench_video.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--workdir", str(tmp_path), "--minutes", "0.1", "--gop", "30", "--max-frames", "16", "--min-frames", "8"])
+    out = capsys.readouterr().out
+    assert "seek == sequential frames: True" in out and "ratio" in out
