@@ -242,6 +242,14 @@ def test_bad_inputs(tmp_path, videos):
     assert "no such file" in _err(tmp_path / "missing.mp4")
     assert "not a readable" in _err(truncate(videos["cfr.mp4"], tmp_path / "trunc.mp4", 0.6))
     assert "truncated" in _err(truncate(videos["cfr.webm"], tmp_path / "trunc.webm", 0.5))
+    # MP4 with its index first: the container index lists frames the file no longer holds
+    fast = truncate(write_video(tmp_path / "fast.mp4", N, fps=25, gop=12, faststart=True), tmp_path / "fast_cut.mp4", 0.6)
+    head = fast.read_bytes()
+    assert head.find(b"moov") < head.find(b"mdat")
+    assert "truncated" in _err(fast)
+    assert "truncated" in _err(fast, seek=False)
+    early = read_video(fast, start=0, end=2, fps=4, local_num_frames=2, min_num_frames=0)  # frames still there
+    assert [frame_number(f) for f in early.frames] == early.indices.tolist()
     assert "truncated" in _err(truncate(videos["cfr.avi"], tmp_path / "trunc.avi", 0.5))
     assert "no frames" in _err(write_zero_frames(tmp_path / "zero.avi"))
     assert "no video stream" in _err(write_audio_only(tmp_path / "audio.m4a"))

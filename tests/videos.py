@@ -54,13 +54,14 @@ CODECS = {  # container suffix → (codec, extra options)
 
 def write_video(path: str | os.PathLike, num_frames: int, *, fps: float = 25, pts: Sequence[int] | None = None,
                 time_base: Fraction | None = None, gop: int = 12, width: int = 64, height: int = 48,
-                codec: str | None = None, bframes: int = 0, options: dict | None = None) -> Path:
+                codec: str | None = None, bframes: int = 0, options: dict | None = None,
+                faststart: bool = False) -> Path:
     """Encode `num_frames` numbered frames into `path` (codec chosen from the suffix).
 
     fps: nominal rate (frames/second). pts: explicit per-frame timestamps in units of
     `time_base` (variable frame rate when the gaps differ); default i / fps.
     gop: keyframe interval in frames. bframes: max consecutive B-frames (H.264 / MPEG-4).
-    options: encoder options added to the defaults of CODECS.
+    options: encoder options added to the defaults of CODECS. faststart: MP4 index (moov) first.
     """
     path = Path(path)
     suffix = path.suffix.lstrip(".")
@@ -71,7 +72,7 @@ def write_video(path: str | os.PathLike, num_frames: int, *, fps: float = 25, pt
         if bframes:
             opts.pop("tune", None)
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else None) as out:
         stream = out.add_stream(name, rate=rate, options=opts)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.gop_size = gop
