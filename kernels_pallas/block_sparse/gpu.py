@@ -4,7 +4,7 @@ Same kernel layout as tpu.py: q/do (B, Hq, Tq, D), k/v (B, Hkv, Tk, D), lse/di
 (B, Hq, Tq) fp32, ids q (Tq, 8) / kv (8, Tk) int32; metadata in CSR form (row pointers,
 visited column blocks, partial flags: O(visited blocks) memory). One program per
 (batch, head, query block) loops (`fori_loop` over [ptr[i], ptr[i+1])) over that block's
-visited key blocks only; dk/dv programs (batch, kv head, key
+visited key blocks only, building the mask on partial blocks only (`lax.cond`); dk/dv programs (batch, kv head, key
 block) loop over the G query heads of the group and the query blocks that see the key block.
 The Triton lowering is deprecated after JAX 0.10 (see docs/kernels.md for the plan).
 """
@@ -43,6 +43,11 @@ def _kv_ids(kvid_ref, sl):
     return {f: kvid_ref[r, sl][None, :] for r, f in enumerate(KV_FIELDS)}
 
 
+def _mask_partial(partial, p, make_mask):
+    """Zero the masked entries of p on partial blocks (the mask is not built on full ones)."""
+    return lax.cond(partial != 0, lambda p: jnp.where(make_mask(), p, 0.0), lambda p: p, p)
+
+
 def _fwd_kernel(ptr_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, qid_ref, kvid_ref, o_ref, lse_ref,
                 *, scale, block_q, block_kv):
     i = pl.program_id(2)
@@ -54,11 +59,14 @@ def _fwd_kernel(ptr_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, qid_ref, kvid_r
         sl = pl.ds(idx_ref[n] * block_kv, block_kv)
         k, v = k_ref[sl, :], v_ref[sl, :]
         s = jnp.dot(q, k.T, preferred_element_type=jnp.float32) * scale
-        mask = mask_fn(qid, _kv_ids(kvid_ref, sl)) | (part_ref[n] == 0)
-        s = jnp.where(mask, s, NEG)
+        # The mask is evaluated on partial blocks only. Masked logits are NEG: while a row
+        # has seen no allowed key they give p = 1, and alpha = exp(NEG - m) = 0 wipes them at
+        # its first allowed key; rows that never see one are caught at the end (m == NEG).
+        s = lax.cond(part_ref[n] != 0, lambda s: jnp.where(mask_fn(qid, _kv_ids(kvid_ref, sl)), s, NEG),
+                     lambda s: s, s)
         m_new = jnp.maximum(m, s.max(axis=-1))
         alpha = jnp.exp(m - m_new)
-        p = jnp.where(mask, jnp.exp(s - m_new[:, None]), 0.0)
+        p = jnp.exp(s - m_new[:, None])
         l = alpha * l + p.sum(axis=-1)
         acc = alpha[:, None] * acc + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
         return acc, m_new, l
@@ -67,8 +75,8 @@ def _fwd_kernel(ptr_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, qid_ref, kvid_r
     init = (jnp.zeros((block_q, d), jnp.float32), jnp.full((block_q,), NEG, jnp.float32),
             jnp.zeros((block_q,), jnp.float32))
     acc, m, l = lax.fori_loop(ptr_ref[i], ptr_ref[i + 1], body, init)
-    ok = l > 0
-    o_ref[...] = (acc / jnp.where(ok, l, 1.0)[:, None]).astype(o_ref.dtype)
+    ok = m > 0.5 * NEG
+    o_ref[...] = jnp.where(ok[:, None], acc / jnp.where(ok, l, 1.0)[:, None], 0.0).astype(o_ref.dtype)
     lse_ref[...] = jnp.where(ok, m + jnp.log(jnp.where(ok, l, 1.0)), -jnp.inf)
 
 
@@ -111,8 +119,7 @@ def _dq_kernel(ptr_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, do_ref, lse_ref,
         sl = pl.ds(idx_ref[n] * block_kv, block_kv)
         k, v = k_ref[sl, :], v_ref[sl, :]
         s = jnp.dot(q, k.T, preferred_element_type=jnp.float32) * scale
-        mask = mask_fn(qid, _kv_ids(kvid_ref, sl)) | (part_ref[n] == 0)
-        p = jnp.where(mask, jnp.exp(s - lse), 0.0)
+        p = _mask_partial(part_ref[n], jnp.exp(s - lse), lambda: mask_fn(qid, _kv_ids(kvid_ref, sl)))
         dp = jnp.dot(do, v.T, preferred_element_type=jnp.float32)
         ds = p * (dp - di)
         return dq + jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32) * scale
@@ -136,8 +143,7 @@ def _dkv_kernel(ptr_ref, idx_ref, part_ref, q_ref, k_ref, v_ref, do_ref, lse_ref
         q, do = q_ref[gg, sl, :], do_ref[gg, sl, :]
         lse, di = lse_ref[gg, sl][:, None], di_ref[gg, sl][:, None]
         s = jnp.dot(q, k.T, preferred_element_type=jnp.float32) * scale
-        mask = mask_fn(_q_ids(qid_ref, sl), kvid) | (part_ref[n] == 0)
-        p = jnp.where(mask, jnp.exp(s - lse), 0.0)
+        p = _mask_partial(part_ref[n], jnp.exp(s - lse), lambda: mask_fn(_q_ids(qid_ref, sl), kvid))
         dv = dv + jnp.dot(p.T.astype(do.dtype), do, preferred_element_type=jnp.float32)
         dp = jnp.dot(do, v.T, preferred_element_type=jnp.float32)
         ds = p * (dp - di)

@@ -98,9 +98,10 @@ def _fwd_kernel(steps_ref, q_ref, k_ref, v_ref, qid_ref, kvid_ref, o_ref, lse_re
         m_prev = m_sc[...]
         m_new = jnp.maximum(m_prev, s.max(axis=-1, keepdims=True))
         alpha = jnp.exp(m_prev - m_new)
+        # Masked logits are NEG: while a row has seen no allowed key (m == NEG) they give
+        # p = 1, and alpha = exp(NEG - m) = 0 wipes them at its first allowed key; rows
+        # that never see one are caught at the end by m == NEG.
         p = jnp.exp(s - m_new)
-        if masked:
-            p = jnp.where(mask, p, 0.0)
         l_sc[...] = alpha * l_sc[...] + p.sum(axis=-1, keepdims=True)
         acc_sc[...] = alpha * acc_sc[...] + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
         m_sc[...] = m_new
@@ -109,10 +110,10 @@ def _fwd_kernel(steps_ref, q_ref, k_ref, v_ref, qid_ref, kvid_ref, o_ref, lse_re
 
     @pl.when(_flag(flags, STEP_LAST))
     def _finish():
-        l = l_sc[...]
-        ok = l > 0
-        o_ref[...] = (acc_sc[...] / jnp.where(ok, l, 1.0)).astype(o_ref.dtype)
-        lse_ref[...] = _col_to_row(jnp.where(ok, m_sc[...] + jnp.log(jnp.where(ok, l, 1.0)), -jnp.inf))
+        m, l = m_sc[...], l_sc[...]
+        ok = m > 0.5 * NEG  # the row saw at least one allowed key
+        o_ref[...] = jnp.where(ok, acc_sc[...] / jnp.where(ok, l, 1.0), 0.0).astype(o_ref.dtype)
+        lse_ref[...] = _col_to_row(jnp.where(ok, m + jnp.log(jnp.where(ok, l, 1.0)), -jnp.inf))
 
 
 def _params(n_parallel: int, n_arbitrary: int):
