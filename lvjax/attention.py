@@ -3,6 +3,8 @@
 `attend(q, k, v, mask=...)` computes softmax(q·kᵀ·scale + mask)·v with grouped-query heads,
 fp32 softmax and no repeated K/V. Shapes: q (B, T, Hq, D), k and v (B, S, Hkv, D),
 mask boolean broadcastable to (B, T, S) (True = may attend). Rows with no allowed key give 0.
+`attend(q, k, v, layout=...)` takes a block-sparse layout (kernels_pallas.block_sparse) and
+runs the Pallas kernels on TPU/GPU (docs/kernels.md), the dense path with its mask elsewhere.
 """
 
 from __future__ import annotations
