@@ -7,6 +7,7 @@ had never stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any
@@ -156,6 +157,15 @@ def train(cfg: TrainConfig, *, verbose: bool = True) -> dict:
             host = _agree_frame_bucket(host)
             if step == start:
                 _check_vocab(host, llm_cfg.vocab_size, cfg)
+            if spec.family != "qwen2":
+                try:
+                    vs = objective.visual_start_of(host["input_ids"])
+                except ValueError as e:
+                    raise ConfigError(f"{cfg.data.train_jsonl}: {e} (the video objective needs a video or image per record)") from None
+                if step_fn is None:
+                    spec = dataclasses.replace(spec, visual_start=vs)
+                elif vs != spec.visual_start:
+                    raise ConfigError(f"{cfg.data.train_jsonl}: <image> at column {vs}, earlier batches had {spec.visual_start}")
             batch = global_batch({k: host[k] for k in _device_keys(spec)}, mesh, t.global_batch)
             if step_fn is None:
                 step_fn = jit_train_step(make_train_step(spec, tx, labels, schedule, t.grad_accum, mesh, rules),

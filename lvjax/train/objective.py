@@ -29,6 +29,7 @@ class ObjectiveSpec:
     family: str
     model_cfg: Any
     compression: str = "none"
+    visual_start: int = 0  # index of the <image> placeholder (the same in every row; video objective)
 
 
 def token_ce(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -60,15 +61,63 @@ def loss_fn(params, batch: dict, spec: ObjectiveSpec) -> tuple[jax.Array, dict]:
     return ce, {"ce_sum": ce, "tokens": n}
 
 
-def _videochat_flash_ce(params, batch, spec):
-    """Frames → vision → ToMe → projector → spliced → LLM with the CompressionPlan → CE on answers."""
-    from lvjax.models import videochat_flash as vcf
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
-    fn = getattr(vcf, "train_logits", None)
-    if fn is None:
-        raise NotImplementedError("lvjax.models.videochat_flash has no training forward yet (train_logits)")
-    logits, labels = fn(params, batch, cfg=spec.model_cfg, compression=spec.compression)
-    return token_ce(logits, labels)
+
+def normalize_frames(frames: jax.Array, dtype) -> jax.Array:
+    """uint8 (..., 3) → (x/255 − mean)/std in float32, cast to the compute dtype (UMTImageProcessor)."""
+    x = frames.astype(jnp.float32) * (1.0 / 255.0)
+    x = (x - jnp.asarray(IMAGENET_MEAN, jnp.float32)) / jnp.asarray(IMAGENET_STD, jnp.float32)
+    return x.astype(dtype)
+
+
+def _videochat_flash_ce(params, batch, spec):
+    """Frames → UMT ViT → ToMe → projector → spliced at `visual_start` → LLM with the CompressionPlan → CE.
+
+    Row layout fed to the LLM (static length S − 1 + Tb·16):
+        [text before <image>] [Tb·16 visual slots; padded frames' slots invalid] [text after <image>]
+    Drops only shrink the visual block, so the answer labels (all after it) keep their order:
+    the CE is taken on the text after the visual block, with the head run only there.
+    """
+    from lvjax.compression import build_plan
+    from lvjax.models import llm
+    from lvjax.models import videochat_flash as vcf
+    from lvjax.models.drops import drops_for_plan
+
+    cfg = spec.model_cfg
+    ids, labels, valid = batch["input_ids"], batch["labels"], batch["valid"]
+    frames, frame_valid = batch["frames"], batch["frame_valid"]
+    b, tb = frames.shape[:2]
+    lnf, tpf, vs = cfg.local_num_frames, cfg.tokens_per_frame, spec.visual_start
+    clips = normalize_frames(frames, jnp.dtype(cfg.vision.dtype)).reshape((b * tb // lnf, lnf) + frames.shape[2:])
+    visual = vcf.merge_and_project(params, cfg, vcf.vision_features(params, cfg, clips))
+    n_vis = tb * tpf
+    visual = visual.reshape(b, n_vis, -1)
+    text = llm.embed(params["llm"], cfg.llm, jnp.where(ids < 0, 0, ids))
+    x = jnp.concatenate([text[:, :vs], visual.astype(text.dtype), text[:, vs + 1:]], axis=1)
+    v = jnp.concatenate([valid[:, :vs], jnp.repeat(frame_valid, tpf, axis=1), valid[:, vs + 1:]], axis=1)
+    plan = build_plan(spec.compression, cfg.llm.num_hidden_layers, tpf)
+    drops = drops_for_plan(plan, cfg.llm, n_vis)
+    hidden, _, _, _ = llm.prefill(params["llm"], cfg.llm, x, v, drops=drops, visual_start=vs, n_visual=n_vis)
+    n_last = hidden.shape[1] - (ids.shape[1] - 1)
+    tail = hidden[:, vs + n_last - 1:]  # last visual slot, then the text after <image>
+    tail_labels = jnp.concatenate([jnp.full((b, 1), IGNORE_INDEX, labels.dtype), labels[:, vs + 1:]], axis=1)
+    return token_ce(llm.head(params["llm"], cfg.llm, tail), tail_labels)
+
+
+def visual_start_of(input_ids) -> int:
+    """Column of the <image> placeholder, checked to be the same in every row (host numpy)."""
+    import numpy as np
+
+    ids = np.asarray(input_ids)
+    hit = ids == -200
+    if not np.all(hit.sum(axis=1) == 1):
+        raise ValueError("every row of a video batch needs exactly one <image> placeholder")
+    cols = np.argmax(hit, axis=1)
+    if not np.all(cols == cols[0]):
+        raise ValueError(f"<image> placeholder at different columns {sorted(set(cols.tolist()))} in one batch")
+    return int(cols[0])
 
 
 def init_params(spec: ObjectiveSpec, key: jax.Array):
