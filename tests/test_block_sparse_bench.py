@@ -29,3 +29,18 @@ def test_bench_cpu_counts(tmp_path):
     assert big["visited"] < big["causal"] < big["dense"]
     # Segment-local visits grow linearly with length (4x tokens → about 4x blocks, not 16x: the prefix column and question row are linear too).
     assert big["visited"] <= 5 * small["visited"]
+
+
+def test_bench_timing_path_interpret(tmp_path):
+    """The accelerator timing code runs (interpret mode, tiny sizes) and counts FLOPs on visited blocks."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import bench_attention
+
+    out = tmp_path / "r.json"
+    argv = ["--lengths", "300", "--layouts", "segment_local", "--segment", "64", "--prefix", "20", "--suffix", "16",
+            "--heads", "4", "--kv-heads", "2", "--head-dim", "16", "--dtype", "float32", "--block-q", "32",
+            "--block-kv", "32", "--iters", "1", "--check-len", "200", "--interpret", "gpu", "--json", str(out)]
+    assert bench_attention.main(argv) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["fwd_s"] > 0 and row["fwdbwd_s"] > 0 and row["xla_fwd_s"] > 0
+    assert row["fwd_tflops"] > 0 and "cudnn_fwd_s" not in row

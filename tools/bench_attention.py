@@ -109,10 +109,13 @@ def main(argv=None) -> int:
     p.add_argument("--dense-max", type=int, default=16384, help="largest length for the dense XLA baseline")
     p.add_argument("--check-len", type=int, default=700, help="length of the interpret-mode correctness check")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--interpret", choices=["tpu", "gpu"], default=None,
+                   help="CPU smoke test of the timing path: run that kernel in interpret mode "
+                        "(the times measure the interpreter, not the kernel)")
     args = p.parse_args(argv)
 
     platform = jax.default_backend()
-    backend = {"tpu": "tpu", "gpu": "gpu"}.get(platform)
+    backend = {"tpu": "tpu", "gpu": "gpu"}.get(platform) or args.interpret
     blocks = DEFAULT_BLOCKS[backend or "tpu"]
     bq, bk = args.block_q or blocks[0], args.block_kv or blocks[1]
     dtype = jnp.dtype(args.dtype)
@@ -121,7 +124,9 @@ def main(argv=None) -> int:
                "rows": []}
     print(f"platform={platform} device={jax.devices()[0]} blocks=({bq},{bk}) B={args.batch} Hq={args.heads} "
           f"Hkv={args.kv_heads} D={args.head_dim} {args.dtype}")
-    if backend is None:
+    if args.interpret:
+        print(f"INTERPRET MODE ({args.interpret} kernel on {platform}): times below are not kernel performance")
+    if platform not in ("tpu", "gpu"):
         chk = check_small(args)
         results["check"] = chk
         print(f"interpret-mode check at {args.check_len} tokens (fp32): " +
@@ -172,10 +177,11 @@ def _bench_device(lay, info, backend, args, b, hq, hkv, d, dtype, bq, bk) -> dic
     out = {}
 
     def kern(q, k, v):
-        return block_sparse_attention(q, k, v, lay, backend=backend, block_q=bq, block_kv=bk)[0]
+        return block_sparse_attention(q, k, v, lay, backend=backend, block_q=bq, block_kv=bk,
+                                      interpret=bool(args.interpret))[0]
 
     def loss(fn):
-        return jax.jit(jax.grad(lambda q, k, v: fn(q, k, v).astype(jnp.float32).sum(), argnums=(0, 1, 2)))
+        return jax.jit(jax.grad(lambda q, k, v, *a: fn(q, k, v, *a).astype(jnp.float32).sum(), argnums=(0, 1, 2)))
 
     t = _time(jax.jit(kern), q, k, v, iters=args.iters)
     out.update(fwd_s=t, fwd_tflops=flops_fwd / t / 1e12)
@@ -183,19 +189,17 @@ def _bench_device(lay, info, backend, args, b, hq, hkv, d, dtype, bq, bk) -> dic
         t = _time(loss(kern), q, k, v, iters=args.iters)
         out.update(fwdbwd_s=t, fwdbwd_tflops=(flops_fwd + flops_bwd) / t / 1e12)
     if n <= args.dense_max:
-        mask = jnp.asarray(lay.dense_mask())
-        dense = lambda q, k, v: attend(q, k, v, mask=mask, impl="xla")  # noqa: E731
+        mask = jnp.asarray(lay.dense_mask())  # an argument, not a baked-in constant
+        dense = lambda q, k, v, m: attend(q, k, v, mask=m, impl="xla")  # noqa: E731
         try:
-            out["xla_fwd_s"] = _time(jax.jit(dense), q, k, v, iters=args.iters)
+            out["xla_fwd_s"] = _time(jax.jit(dense), q, k, v, mask, iters=args.iters)
             if not args.no_backward:
-                out["xla_fwdbwd_s"] = _time(loss(dense), q, k, v, iters=args.iters)
+                out["xla_fwdbwd_s"] = _time(loss(dense), q, k, v, mask, iters=args.iters)
         except Exception as e:  # out of memory at long lengths
             out["xla_error"] = type(e).__name__
-    if backend == "gpu":
-        def cudnn(q, k, v):
-            kr = jnp.repeat(k, hq // hkv, axis=2) if hq != hkv else k
-            vr = jnp.repeat(v, hq // hkv, axis=2) if hq != hkv else v
-            return jax.nn.dot_product_attention(q, kr, vr, is_causal=True, implementation="cudnn")
+    if backend == "gpu" and not args.interpret:
+        def cudnn(q, k, v):  # dense causal flash attention, GQA native
+            return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
         try:
             out["cudnn_fwd_s"] = _time(jax.jit(cudnn), q, k, v, iters=args.iters)
             if not args.no_backward:
