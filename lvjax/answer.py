@@ -123,9 +123,7 @@ class VideoChatFlash:
 
         cfg = self.config
         L = cfg.local_num_frames
-        if len(frames_u8) % L:  # repeat the last frame, as the original pads the frame list
-            pad = L - len(frames_u8) % L
-            frames_u8 = np.concatenate([frames_u8, np.repeat(frames_u8[-1:], pad, axis=0)])
+        frames_u8 = self._pad_to_clips(frames_u8)
         t0 = time.perf_counter()
         pixels = preprocess(frames_u8, cfg.vision.image_size)
         clips = jnp.asarray(pixels).reshape((-1, L) + pixels.shape[1:])
@@ -135,6 +133,13 @@ class VideoChatFlash:
         visual = _merge(self.params, feats, cfg=cfg)
         visual.block_until_ready()
         return visual, {"vision": t1 - t0, "merge": time.perf_counter() - t1}
+
+    def _pad_to_clips(self, frames_u8: np.ndarray) -> np.ndarray:
+        """Repeat the last frame up to a multiple of the clip length L (the original pads its frame list so)."""
+        L = self.config.local_num_frames
+        if len(frames_u8) % L:
+            frames_u8 = np.concatenate([frames_u8, np.repeat(frames_u8[-1:], L - len(frames_u8) % L, axis=0)])
+        return frames_u8
 
     # ------------------------------------------------------------------ answering
 
@@ -150,9 +155,15 @@ class VideoChatFlash:
 
     def answer_encoded(self, encoded: EncodedVideo, question: str, *, history: Sequence[tuple[str, str]] = (),
                        compression: str | None = None, qc: QCCompConfig | None = None,
-                       max_new_tokens: int | None = None, seed: int | None = 0, **gen_options) -> tuple[str, dict]:
-        """Answer from an already encoded video (reusing its prefilled cache where possible)."""
-        gen = self.generation.replace(max_new_tokens=max_new_tokens or 512, **gen_options)
+                       max_new_tokens: int | None = None, seed: int | None = 0, do_sample: bool = False,
+                       **gen_options) -> tuple[str, dict]:
+        """Answer from an already encoded video (reusing its prefilled cache where possible).
+
+        Greedy by default, as the original evaluations run; `do_sample=True` samples with
+        generation_config.json's temperature/top-p/top-k unless overridden. The repetition
+        penalty of generation_config.json (1.1 for VideoChat-Flash) applies in both cases.
+        """
+        gen = self.generation.replace(max_new_tokens=max_new_tokens or 512, do_sample=do_sample, **gen_options)
         prefix, suffix = self._prompt_ids(question, encoded.time_msg, history)
         report = {"frames": encoded.num_frames, **{f"seconds_{k}": round(v, 4) for k, v in encoded.seconds.items()}}
         visual = encoded.visual

@@ -25,9 +25,8 @@ def _add_video_options(p: argparse.ArgumentParser) -> None:
 
 def _options(args) -> dict:
     opts = dict(max_frames=args.max_frames, min_frames=args.min_frames, fps=args.fps,
-                max_new_tokens=args.max_new_tokens, compression=args.compression, seed=args.seed)
-    if not args.sample:
-        opts["do_sample"] = False
+                max_new_tokens=args.max_new_tokens, compression=args.compression, seed=args.seed,
+                do_sample=args.sample)
     return {k: v for k, v in opts.items() if v is not None}
 
 

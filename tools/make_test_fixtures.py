@@ -28,11 +28,12 @@ KEYS = [
     "preprocess/resize_pixel_values",
     # vision tower, ToMe, projector
     "L4/vit_pos_embed",
-    "L8/vit_pos_embed",
     "L4/vit_out",
     "L4/tome_out",
     "L4/tome_assign",
+    "L8/vit_out_clip0",
     "L8/tome_out",
+    "L8/tome_assign",
     "L4/proj_out",
     # LLM, LP-Comp, decoding
     "L4/inputs_embeds",
