@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 QWEN2_SPLIT_REGEX = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
@@ -217,3 +219,107 @@ def build_tiny_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 1024, cor
 
 def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- tiny model folders
+
+TINY_VISION = dict(image_size=224, patch_size=16, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                   mlp_ratio=4.0, ckpt_num_frame=4, tubelet_size=1, return_idx=-2, layer_norm_eps=1e-6,
+                   final_layer_norm_eps=1e-12, qkv_bias=True)
+
+
+def build_tiny_videochat_flash(out_dir: str | os.PathLike, *, hidden: int = 64, layers: int = 8, heads: int = 4,
+                               kv_heads: int = 2, intermediate: int = 128, local_num_frames: int = 4,
+                               vision: dict | None = None, seed: int = 0) -> Path:
+    """Write a random-weight VideoChat-Flash in the original Hugging Face folder format.
+
+    Real key names and config fields (`VideoChatFlashQwenForCausalLM`, `tome16_mlp_hd64`, a UMT
+    tower sized by `vision_tower_config`), a tiny offline tokenizer and a generation config with
+    Qwen's sampling defaults. The weights are random: answers are noise.
+    """
+    import flax.linen as nn
+    import jax
+    from safetensors.numpy import save_file
+
+    from lvjax.convert.table import lvjax_to_hf
+    from lvjax.families import family_for
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tiny_tokenizer(out)
+    vision_cfg = dict(TINY_VISION, **(vision or {}))
+    config = {
+        "architectures": ["VideoChatFlashQwenForCausalLM"],
+        "model_type": "videochat_flash_qwen",
+        "vocab_size": tok.vocab_size,
+        "hidden_size": hidden,
+        "intermediate_size": intermediate,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "hidden_act": "silu",
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0,
+        "rope_scaling": None,
+        "max_position_embeddings": 32768,
+        "tie_word_embeddings": True,
+        "use_sliding_window": False,
+        "bos_token_id": tok.endoftext_id,
+        "eos_token_id": tok.im_end_id,
+        "torch_dtype": "float32",
+        "mm_vision_tower": "umt-tiny" if vision_cfg["image_size"] == 224 else "umt-hd-tiny",
+        "vision_tower_config": vision_cfg,
+        "mm_hidden_size": vision_cfg["hidden_size"],
+        "mm_vision_select_layer": vision_cfg["return_idx"],
+        "mm_projector_type": "tome16_mlp_hd64",
+        "mm_local_num_frames": local_num_frames,
+        "mm_pos_num_frames": 8,
+        "mm_newline_position": "nothing",
+        "mm_patch_merge_type": "spatial_nopad",
+        "vision_encode_type": "video_image",
+        "frame_aspect_ratio": "square",
+        "mm_llm_compress": False,
+        "llm_compress_type": "attention",
+        "llm_compress_layer_list": [max(1, layers - 4)],
+        "llm_image_token_ratio_list": [1.0, 0.5],
+        "tokenizer_padding_side": "right",
+    }
+    family = family_for(config)
+    cfg = family.config_from_hf(config, str(out / "config.json"))
+    params = nn.unbox(family.init(cfg, jax.random.key(seed)))
+    params = _random_weights(params, np.random.RandomState(seed))
+    tensors = lvjax_to_hf(params, family.rules(cfg))
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].copy()  # stored like the real checkpoint
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    _write_json(out / "config.json", config)
+    _write_json(out / "generation_config.json", {
+        "bos_token_id": tok.endoftext_id, "eos_token_id": [tok.im_end_id, tok.endoftext_id],
+        "pad_token_id": tok.endoftext_id, "do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20,
+        "repetition_penalty": 1.1,
+    })
+    return out
+
+
+def _random_weights(params: dict, rng: np.random.RandomState) -> dict:
+    """Re-draw weights at scales that give varied answers (as the recorded fixture does):
+    kernels N(0, 1/fan_in), embeddings N(0, 0.5²), norm scales U(0.5, 1.5), biases N(0, 0.1²)."""
+    from lvjax.convert.table import flatten_paths
+
+    out: dict = {}
+    for path, value in flatten_paths(params).items():
+        shape = np.shape(value)
+        leaf = path.rsplit("/", 1)[-1]
+        if leaf == "embedding":
+            new = rng.normal(0, 0.5, shape)
+        elif leaf == "scale":
+            new = rng.uniform(0.5, 1.5, shape)
+        elif leaf == "kernel":
+            fan_in = int(np.prod(shape[:-1])) if "patch_embed" in path else shape[-2]
+            new = rng.normal(0, fan_in ** -0.5, shape)
+        else:
+            new = rng.normal(0, 0.1, shape)
+        node = out
+        for part in path.split("/")[:-1]:
+            node = node.setdefault(part, {})
+        node[leaf] = new.astype(np.float32)
+    return out
