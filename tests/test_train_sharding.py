@@ -97,7 +97,68 @@ def test_step_matches_single_device_on_8_device_meshes():
         assert out["meshes"][name]["specs"] == expect, (name, out["meshes"][name]["specs"])
 
 
+def _video_worker() -> None:
+    """The video objective (xcomp_2b_tiny: ViT, ToMe, projector, LP-Comp) on (2,2,2) vs 1 device."""
+    import dataclasses
+    import tempfile
+
+    import flax.linen as nn
+    import jax
+    import numpy as np
+
+    from lvjax.train import mesh as M
+    from lvjax.train import objective, optim, synthetic
+    from lvjax.train import step as st
+    from lvjax.train.config import load_config
+    from lvjax.train.data import TrainIterator
+    from lvjax.train.loop import VIDEO_KEYS, build_spec
+
+    d = tempfile.mkdtemp()
+    tok = synthetic.make_tokenizer(os.path.join(d, "tok"))
+    jsonl = synthetic.make_video_qa(os.path.join(d, "data"), 8)
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "xcomp_2b_tiny.yaml")
+    cfg = load_config(root, [f"data.train_jsonl={jsonl}", f"data.tokenizer={tok}", f"data.media_root={d}/data",
+                             "train.grad_accum=1", "model.remat_policy=none"])
+    host = next(TrainIterator(cfg.data, 8))
+    batch = {k: host[k] for k in VIDEO_KEYS}
+    spec, _ = build_spec(cfg)
+    spec = dataclasses.replace(spec, visual_start=objective.visual_start_of(host["input_ids"]))
+    boxed = jax.eval_shape(lambda: objective.init_params(spec, jax.random.key(0)))
+    labs = optim.frozen_labels(nn.unbox(boxed), cfg.model.frozen)
+    out = {}
+    for sizes in [(1, 1, 1, 1), (2, 2, 2, 1)]:
+        mesh = M.make_mesh(sizes, jax.devices()[: int(np.prod(sizes))])
+        # eps=1e-4: Adam's first update g/(|g|+eps) turns fp32 summation-order noise in near-zero
+        # gradients (|g| ≪ 1e-8, e.g. v_proj after the last drops) into lr-sized differences.
+        tx, sched = optim.make_optimizer(cfg.optim.__class__(lr=1e-3, warmup_ratio=0.0, eps=1e-4), 10, labs)
+        state, sh = st.init_state(spec, tx, 0, mesh, cfg.mesh.rules)
+        f = st.jit_train_step(st.make_train_step(spec, tx, labs, sched, 1, mesh, cfg.mesh.rules), sh, batch, mesh,
+                              cfg.mesh.rules)
+        state, met = f(state, M.global_batch(batch, mesh, 8))
+        out[sizes] = (float(met["loss"]), jax.tree.map(np.asarray, state["params"]))
+    (l1, p1), (l8, p8) = out.values()
+    diffs = {jax.tree_util.keystr(k): float(np.max(np.abs(a - b)))
+             for (k, a), b in zip(jax.tree_util.tree_leaves_with_path(p1), jax.tree.leaves(p8))}
+    worst = max(diffs, key=diffs.get)
+    print("RESULT" + json.dumps({"single": l1, "mesh": l8, "param_diff": diffs[worst], "worst": worst,
+                                 "top": sorted(diffs.items(), key=lambda kv: -kv[1])[:5]}))
+
+
+@pytest.mark.heavy
+def test_video_step_matches_single_device_on_2x2x2_mesh():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
+               LVJAX_TRAIN_SHARDING_WORKER="video")
+    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=900)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    out = json.loads(lines[0][len("RESULT"):])
+    assert abs(out["mesh"] - out["single"]) <= 1e-5, out
+    assert out["param_diff"] <= 1e-5, out
+
+
 if __name__ == "__main__" and os.environ.get("LVJAX_TRAIN_SHARDING_WORKER") == "1":
     _worker()
+elif __name__ == "__main__" and os.environ.get("LVJAX_TRAIN_SHARDING_WORKER") == "video":
+    _video_worker()
 elif __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
