@@ -28,14 +28,20 @@ TEXT_KEYS = ("input_ids", "labels", "valid")
 VIDEO_KEYS = TEXT_KEYS + ("frames", "frame_valid", "n_frames")
 
 
-def build_spec(cfg: TrainConfig) -> tuple[objective.ObjectiveSpec, Any]:
-    """(objective spec with the training dtypes/remat, pretrained host params or None)."""
+def build_spec(cfg: TrainConfig, load_params: bool = True) -> tuple[objective.ObjectiveSpec, Any]:
+    """(objective spec with the training dtypes/remat, pretrained host params or None).
+
+    With load_params=False only the config of `model.init` is read (resuming: the params come
+    from the training checkpoint)."""
     m = cfg.model
     params = None
     if m.init:
         from lvjax.api import read_any
 
-        family, model_cfg, params, hf, *_ = read_any(m.init)
+        if load_params:
+            family, model_cfg, params, hf, *_ = read_any(m.init)
+        else:
+            family, model_cfg, hf = _read_config_only(m.init)
         if family.name != m.family:
             raise ConfigError(f"{cfg.source}: model.family={m.family!r} but {m.init} holds a {family.name!r} model")
         if m.hf_overrides:
@@ -54,6 +60,22 @@ def build_spec(cfg: TrainConfig) -> tuple[objective.ObjectiveSpec, Any]:
         model_cfg = model_cfg.with_dtypes(m.dtype, m.param_dtype)
         model_cfg = model_cfg.replace(llm=model_cfg.llm.replace(remat_policy=m.remat_policy))
     return objective.ObjectiveSpec(m.family, model_cfg, m.compression), params
+
+
+def _read_config_only(path: str):
+    """(family, config, hf_config) of an HF folder or lvjax checkpoint without reading weights."""
+    from lvjax import checkpoint
+    from lvjax.config import read_json
+    from lvjax.families import family_by_name, family_for
+
+    if checkpoint.is_lvjax_checkpoint(path):
+        meta = read_json(os.path.join(path, checkpoint.META))
+        family, hf, src = family_by_name(meta["family"]), meta["hf_config"], os.path.join(path, checkpoint.META)
+    else:
+        src = os.path.join(path, "config.json")
+        hf = read_json(src)
+        family = family_for(hf, src)
+    return family, family.config_from_hf(hf, src), hf
 
 
 def _device_keys(spec) -> tuple[str, ...]:
@@ -83,7 +105,9 @@ def train(cfg: TrainConfig, *, verbose: bool = True) -> dict:
     t_setup = time.time()
     mesh = make_mesh([cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor, cfg.mesh.sequence])
     rules = cfg.mesh.rules
-    spec, pretrained = build_spec(cfg)
+    ckpt = Checkpointer(cfg.checkpoint_dir, cfg.checkpoint)
+    latest = ckpt.latest_step() if cfg.checkpoint.resume else None
+    spec, pretrained = build_spec(cfg, load_params=latest is None)
     boxed = jax.eval_shape(lambda: objective.init_params(spec, jax.random.key(0)))
     labels = optim.frozen_labels(nn.unbox(boxed), cfg.model.frozen)
     t = cfg.train
@@ -92,8 +116,6 @@ def train(cfg: TrainConfig, *, verbose: bool = True) -> dict:
     if t.global_batch % n_proc:
         raise ConfigError(f"{cfg.source}: train.global_batch={t.global_batch} not divisible by {n_proc} processes")
     data_it = _make_data(cfg, t.global_batch // n_proc, p_idx, n_proc)
-    ckpt = Checkpointer(cfg.checkpoint_dir, cfg.checkpoint)
-    latest = ckpt.latest_step() if cfg.checkpoint.resume else None
     if latest is not None:
         _, state_sh = _shardings_only(spec, tx, t.seed, mesh, rules)
         state = ckpt.restore(latest, abstract_state(state_sh, spec, tx, t.seed), data_it)
