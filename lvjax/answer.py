@@ -169,7 +169,7 @@ class VideoChatFlash:
         visual = encoded.visual
         plan_name = compression or self.config.default_compression
         if qc is not None and encoded.num_frames >= qc.threshold:
-            from lvjax.qc_comp import select_and_encode
+            from lvjax.selection import select_and_encode
 
             visual, qc_report = select_and_encode(self, encoded, prefix, suffix, plan_name, qc)
             report.update(qc_report)

@@ -18,6 +18,9 @@ def _add_video_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=None, help="answer length cap (default 512)")
     p.add_argument("--compression", default=None,
                    help="in-LLM compression plan: none, xcomp_cosine, uniform0_attention, ... (default: from config)")
+    p.add_argument("--select-frames", type=int, default=0, metavar="K",
+                   help="QC-Comp: keep the K frames most relevant to the question (videos of >= 1024 frames; 0 = off)")
+    p.add_argument("--qc-repeat", type=int, default=2, help="QC-Comp shifted repeats of the chunk grid (default 2)")
     p.add_argument("--sample", action="store_true", help="sample with generation_config.json instead of greedy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print a JSON object with the answer and the report")
@@ -27,6 +30,10 @@ def _options(args) -> dict:
     opts = dict(max_frames=args.max_frames, min_frames=args.min_frames, fps=args.fps,
                 max_new_tokens=args.max_new_tokens, compression=args.compression, seed=args.seed,
                 do_sample=args.sample)
+    if args.select_frames:
+        from lvjax.selection import QCCompConfig
+
+        opts["qc"] = QCCompConfig(n_select=args.select_frames, n_repeat=args.qc_repeat)
     return {k: v for k, v in opts.items() if v is not None}
 
 

@@ -24,6 +24,8 @@ window's keys, never an S×S matrix (cost W·n_q·(P + window + n_t), linear in 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +33,10 @@ import numpy as np
 
 from lvjax.attention import attention_probs
 from lvjax.config import LLMConfig
+from lvjax.models import llm
+from lvjax.models import videochat_flash as vcf
 from lvjax.models.qwen2 import RMSNorm, apply_rope, rope_cos_sin
+from lvjax.prompt import first_conv_length
 
 EDGE = 1e9  # score of clips not covered by the maximum number of windows
 
@@ -168,3 +173,53 @@ def select_frames(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k highest scores (ties: lower index first), in temporal order."""
     order = sorted(range(len(scores)), key=lambda i: -scores[i] if scores[i] == scores[i] else np.inf)
     return np.sort(np.asarray(order[:k], np.int64))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "drops", "visual_start", "n_visual", "n_clips", "n_after", "qc"))
+def chunk_clip_scores(params: dict, x: jax.Array, *, cfg: LLMConfig, drops: tuple, visual_start: int, n_visual: int,
+                      n_clips: int, n_after: int, qc: QCCompConfig) -> jax.Array:
+    """Prefill one chunk's prompt x (1, S, D) (no answer) and score its clips at every layer → (L, n_clips).
+
+    `n_after`: text tokens after the video up to the assistant header; `drops` the compression
+    of the real forward (the scores are read from each layer's input, as the original does).
+    """
+    _, _, _, hiddens = llm.prefill(params, cfg, x, jnp.ones(x.shape[:2], bool), drops=drops,
+                                   visual_start=visual_start, n_visual=n_visual, return_hidden=True)
+    n_text = x.shape[1] - n_visual
+    scores = []
+    for layer, h in enumerate(hiddens):
+        nv = h.shape[1] - n_text
+        layer_params = jax.tree.map(lambda a: a[layer], params["layers"])
+        scores.append(layer_clip_scores(layer_params, cfg, h[0], visual_start=visual_start, n_visual=nv,
+                                        n_clips=n_clips, text_end=visual_start + nv + n_after, qc=qc))
+    return jnp.stack(scores)
+
+
+def select_and_encode(model, encoded, prefix: list[int], suffix: list[int], plan_name: str, qc: QCCompConfig):
+    """QC-Comp for a loaded VideoChat-Flash: score chunks, keep the top K frames, encode them.
+
+    Returns (visual tokens of the selected frames (K·16, D), report entries).
+    """
+    t0 = time.perf_counter()
+    frames, T = encoded.frames, encoded.num_frames
+    cfg = model.config
+    per_clip = qc.clip_frames * cfg.tokens_per_frame
+    n_visual = qc.chunk_frames * cfg.tokens_per_frame
+    drops = model.drops(plan_name, len(prefix), n_visual)
+    n_after = first_conv_length(prefix + [vcf.IMAGE_TOKEN_INDEX] + suffix, model.tokenizer) - len(prefix) - 1
+    starts = chunk_starts(T, qc)
+    ids = np.asarray([prefix + [0] * n_visual + suffix], np.int32)
+    scores = []
+    for start in starts:
+        visual, _ = model._encode(frames[chunk_frames(T, start, qc)])
+        x = vcf.splice(model.params, cfg, jnp.asarray(ids), visual[None], len(prefix))
+        scores.append(np.asarray(chunk_clip_scores(model.params["llm"], x, cfg=cfg.llm, drops=drops,
+                                                   visual_start=len(prefix), n_visual=n_visual,
+                                                   n_clips=n_visual // per_clip, n_after=n_after, qc=qc)))
+    t1 = time.perf_counter()
+    picked = select_frames(frame_scores(np.stack(scores), starts, T, qc), qc.n_select)
+    visual, _ = model._encode(frames[picked])
+    report = {"qc_chunks": len(starts), "qc_selected_frames": picked.tolist(), "seconds_qc_scoring": round(t1 - t0, 4),
+              "seconds_qc_encode": round(time.perf_counter() - t1, 4)}
+    return visual, report
+
