@@ -117,13 +117,37 @@ class VideoChatFlash:
         seconds = {"read": t_read, **seconds}
         return EncodedVideo(visual, sampled.frames, len(sampled.frames), sampled.duration, sampled.time_msg, seconds)
 
-    def _encode(self, frames_u8: np.ndarray) -> tuple[jax.Array, dict]:
+    def encode_image(self, image: Any) -> EncodedVideo:
+        """A single image (path or uint8 (H, W, 3)) as a one-frame clip → 16 visual tokens.
+
+        As the original's ver7 image path: the whole image squashed to the model resolution
+        (no anyres tiling), the ViT run with T = 1, ToMe to 16 tokens; no time message.
+        """
+        from PIL import Image
+
+        from lvjax.video import VideoError
+
+        t0 = time.perf_counter()
+        if isinstance(image, (str, os.PathLike)):
+            try:
+                with Image.open(image) as im:
+                    image = np.asarray(im.convert("RGB"))
+            except (OSError, ValueError) as e:
+                raise VideoError(f"{image}: not a readable image ({e})") from None
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+            raise VideoError(f"<image>: expected uint8 (H, W, 3), got {image.dtype} {image.shape}")
+        t_read = time.perf_counter() - t0
+        visual, seconds = self._encode(image[None], clip_len=1)
+        return EncodedVideo(visual, image[None], 1, 0.0, "", {"read": t_read, **seconds})
+
+    def _encode(self, frames_u8: np.ndarray, clip_len: int | None = None) -> tuple[jax.Array, dict]:
         """uint8 frames (T, H, W, 3) → visual tokens (T'·16, D); T' = T padded up to a multiple of L."""
         from lvjax.video.preprocess import preprocess
 
         cfg = self.config
-        L = cfg.local_num_frames
-        frames_u8 = self._pad_to_clips(frames_u8)
+        L = clip_len or cfg.local_num_frames
+        frames_u8 = self._pad_to_clips(frames_u8) if clip_len is None else frames_u8
         t0 = time.perf_counter()
         pixels = preprocess(frames_u8, cfg.vision.image_size)
         clips = jnp.asarray(pixels).reshape((-1, L) + pixels.shape[1:])
@@ -150,7 +174,10 @@ class VideoChatFlash:
         options: max_new_tokens, compression (plan name), qc (QCCompConfig or None), history,
         seed, and generation options (do_sample, temperature, top_p, top_k, repetition_penalty).
         """
-        encoded = self.encode_video(video, fps=fps, max_frames=max_frames, min_frames=min_frames)
+        if _is_image(video):
+            encoded = self.encode_image(video)
+        else:
+            encoded = self.encode_video(video, fps=fps, max_frames=max_frames, min_frames=min_frames)
         return self.answer_encoded(encoded, question, **options)
 
     def answer_encoded(self, encoded: EncodedVideo, question: str, *, history: Sequence[tuple[str, str]] = (),
@@ -249,3 +276,12 @@ class VideoChatFlash:
         x = llm.embed(self.params["llm"], self.config.llm, jnp.asarray(ids))
         last, caches = extend_cache(self.params["llm"], caches, x, jnp.asarray(valid), 0, cfg=self.config.llm)
         return last, caches, n_suffix
+
+
+def _is_image(media: Any) -> bool:
+    """An image file path or a single (H, W, 3) array (videos are (T, H, W, 3), folders or video files)."""
+    from lvjax.video import IMAGE_EXTENSIONS
+
+    if isinstance(media, (str, os.PathLike)):
+        return os.path.isfile(media) and str(media).lower().endswith(IMAGE_EXTENSIONS)
+    return isinstance(media, np.ndarray) and media.ndim == 3

@@ -45,8 +45,13 @@ def render_chatml(messages: Sequence[tuple[str, str | None]], system: str = SYST
 
 
 def video_user_turn(question: str, time_msg: str | None = "") -> str:
-    """First user message with a video: `<image>\\n{time_msg.strip()} {question}` (HF `chat()`)."""
-    return f"{DEFAULT_IMAGE_TOKEN}\n{(time_msg or '').strip()} {question}"
+    """First user message with a video: `<image>\\n{time_msg.strip()} {question}` (HF `chat()`).
+
+    Without a time message (a single image) it is `<image>\\n{question}`.
+    """
+    if not time_msg or not time_msg.strip():
+        return f"{DEFAULT_IMAGE_TOKEN}\n{question}"
+    return f"{DEFAULT_IMAGE_TOKEN}\n{time_msg.strip()} {question}"
 
 
 def build_prompt(question: str, time_msg: str = "", history: Sequence[tuple[str, str]] = (),

@@ -136,3 +136,16 @@ def test_frame_count_padded_to_clip_length(model):
     frames = np.random.RandomState(0).randint(0, 256, (6, 32, 32, 3), np.uint8)
     padded = model._pad_to_clips(frames)
     assert len(padded) == 8 and (padded[6] == frames[5]).all() and (padded[7] == frames[5]).all()
+
+
+def test_single_image_path(model, tmp_path):
+    from PIL import Image
+
+    img = np.random.RandomState(3).randint(0, 256, (90, 120, 3), np.uint8)
+    Image.fromarray(img).save(tmp_path / "x.png")
+    text, report = model.answer(str(tmp_path / "x.png"), "What is this?", max_new_tokens=3)
+    assert report["frames"] == 1 and report["visual_tokens"] == 16
+    prefix, suffix = model._prompt_ids("What is this?", "", ())
+    assert model.tokenizer.decode(suffix).startswith("\nWhat is this?<|im_end|>")
+    again, _ = model.answer(img, "What is this?", max_new_tokens=3)
+    assert again == text
