@@ -97,3 +97,33 @@ def test_starts_from_a_pretrained_checkpoint(qa, tmp_path):
     out = train(cfg, verbose=False)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(out["state"]["params"])):
         np.testing.assert_array_equal(a, np.asarray(b))
+
+
+@pytest.mark.heavy
+def test_sigkilled_job_restarts_exactly(qa, tmp_path):
+    """A real `lvjax train` process killed with SIGKILL mid-run, then restarted: same losses."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    common = ["train.steps=12", "checkpoint.every=2", "train.log_every=1", "optim.warmup_ratio=0.25"]
+    ref = {r["step"]: r["loss"] for r in train(_cfg(qa, tmp_path / "full", *common), verbose=False)["steps"]}
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "lvjax.cli", "train", "--config", str(CONFIGS / "tiny_text.yaml"), *qa,
+            f"train.output_dir={out}", "train.progress=false", *common]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    deadline = time.time() + 300
+    while time.time() < deadline and len(read_metrics(str(out))) < 7 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(read_metrics(str(out)))
+    assert 7 <= done < 12, done
+    resumed = train(_cfg(qa, out, *common), verbose=False)
+    assert resumed["resumed_from"] is not None and resumed["resumed_from"] >= 4
+    got = {r["step"]: r["loss"] for r in resumed["steps"]}
+    assert sorted(got) == list(range(resumed["resumed_from"] + 1, 13))
+    np.testing.assert_allclose([got[s] for s in sorted(got)], [ref[s] for s in sorted(got)], rtol=1e-6)
