@@ -123,3 +123,16 @@ def test_hosts_read_disjoint_parts(qa):
         seen.append({b["input_ids"][0].tobytes() + b["frames"][0].tobytes() for b in it})
     assert not seen[0] & seen[1]
     assert len(seen[0]) + len(seen[1]) == 10
+
+
+def test_text_only_records_are_skipped_when_the_objective_needs_video(qa, tmp_path):
+    lines = open(qa["jsonl"]).read().splitlines()
+    text_only = {"conversations": [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hello."}]}
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join([json.dumps(text_only), lines[0], lines[1]]) + "\n")
+    data = _data(qa, train_jsonl=str(path), shuffle=False, num_epochs=1)
+    it = TrainIterator(data, 1, require_media=True)
+    assert len(list(it)) == 2 and it.skipped == 1
+    it = TrainIterator(data, 1)  # the text objective keeps it (no frames, no <image>)
+    batches = list(it)
+    assert len(batches) == 3 and batches[0]["n_frames"][0] == 0 and not (batches[0]["input_ids"] == -200).any()

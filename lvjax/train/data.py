@@ -210,6 +210,7 @@ class ExampleBuilder:
     tokenizer_path: str
     pad_id: int = 0
     decode_media: bool = True
+    require_media: bool = False
 
     def __post_init__(self):
         self._tok = None
@@ -257,6 +258,8 @@ class ExampleBuilder:
             padded = np.zeros((tb, size, size, 3), np.uint8)
             padded[:n] = frames
             frame_valid = np.arange(tb) < n
+        elif self.require_media:
+            raise ValueError("record has no 'video' or 'image' (the video objective needs one)")
         else:
             n, tb = 0, bucket0
             padded = np.zeros((tb, size, size, 3), np.uint8)
@@ -333,7 +336,7 @@ class TrainIterator:
     """Host-local batches of `batch_size` examples; `get_state`/`set_state` resume exactly."""
 
     def __init__(self, data: DataSection, batch_size: int, *, process_index: int = 0, process_count: int = 1,
-                 decode_media: bool = True, pad_id: int | None = None):
+                 decode_media: bool = True, pad_id: int | None = None, require_media: bool = False):
         self.data, self.batch_size = data, batch_size
         self.skipped = 0
         self.records = read_jsonl(data.train_jsonl)
@@ -345,7 +348,7 @@ class TrainIterator:
             ds = ds.shuffle(seed=data.seed)
         ds = ds.repeat(data.num_epochs)
         ds = ds[process_index::process_count]
-        it = ds.to_iter_dataset().map(ExampleBuilder(data, data.tokenizer, int(pad_id), decode_media))
+        it = ds.to_iter_dataset().map(ExampleBuilder(data, data.tokenizer, int(pad_id), decode_media, require_media))
         if data.worker_count > 0:
             _absl_flags_parsed()
             it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.worker_count,

@@ -166,9 +166,11 @@ def train(cfg: TrainConfig, *, verbose: bool = True) -> dict:
         pending.clear()
         t_last, tok_acc, frames_acc, flops_acc = now, 0.0, 0.0, 0.0
 
+    preempted = False
     try:
         while step < t.steps:
             if t.stop_after is not None and step - start >= t.stop_after:
+                preempted = True
                 break
             try:
                 host = next(data_it)
@@ -210,7 +212,7 @@ def train(cfg: TrainConfig, *, verbose: bool = True) -> dict:
             if pbar is not None:
                 pbar.update(1)
         flush()
-        if step == t.steps and last_saved != step and step != start:
+        if not preempted and last_saved != step and step != start:
             ckpt.save(step, state, data_it, force=True)
     finally:
         ckpt.close()
@@ -241,7 +243,8 @@ def _make_data(cfg: TrainConfig, per_host: int, p_idx: int, n_proc: int):
         if tok is None:
             raise ConfigError(f"{cfg.source}: data.tokenizer is not set (and model.init has no tokenizer)")
         cfg.data.tokenizer = tok
-    return TrainIterator(cfg.data, per_host, process_index=p_idx, process_count=n_proc)
+    return TrainIterator(cfg.data, per_host, process_index=p_idx, process_count=n_proc,
+                         require_media=cfg.model.family != "qwen2")
 
 
 def _check_vocab(host: dict, vocab: int, cfg: TrainConfig) -> None:
