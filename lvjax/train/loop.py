@@ -105,6 +105,11 @@ def train(cfg: TrainConfig, *, verbose: bool = True) -> dict:
     t_setup = time.time()
     mesh = make_mesh([cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor, cfg.mesh.sequence])
     rules = cfg.mesh.rules
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    micro = cfg.train.global_batch // cfg.train.grad_accum
+    if micro % shards:
+        raise ConfigError(f"{cfg.source}: micro-batch of {micro} rows (train.global_batch / train.grad_accum) does not "
+                          f"split over data × fsdp = {shards} devices ({describe(mesh)})")
     ckpt = Checkpointer(cfg.checkpoint_dir, cfg.checkpoint)
     latest = ckpt.latest_step() if cfg.checkpoint.resume else None
     spec, pretrained = build_spec(cfg, load_params=latest is None)
