@@ -10,7 +10,13 @@ import pytest
 
 from lvjax.train import synthetic
 from lvjax.train.config import DataSection
-from lvjax.train.data import IGNORE_INDEX, IMAGE_TOKEN_INDEX, TrainIterator, chat_segments, sample_frame_indices
+from lvjax.train.data import (
+    IGNORE_INDEX,
+    IMAGE_TOKEN_INDEX,
+    TrainIterator,
+    chat_segments,
+    sample_frame_indices,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +28,9 @@ def qa(tmp_path_factory):
 
 
 def _data(qa, **kw) -> DataSection:
-    base = dict(train_jsonl=qa["jsonl"], media_root=qa["root"], tokenizer=qa["tok"], fps=8.0, local_num_frames=4,
-                min_frames=8, max_frames=32, frame_buckets=[16, 32], image_size=32, max_seq_len=96, num_epochs=None)
+    base = {"train_jsonl": qa["jsonl"], "media_root": qa["root"], "tokenizer": qa["tok"], "fps": 8.0,
+            "local_num_frames": 4, "min_frames": 8, "max_frames": 32, "frame_buckets": [16, 32], "image_size": 32,
+            "max_seq_len": 96, "num_epochs": None}
     base.update(kw)
     return DataSection(**base)
 
@@ -40,7 +47,8 @@ def test_example_layout_and_answer_only_labels(qa):
     b = next(it)
     assert b["input_ids"].shape == (2, 96) and b["frames"].shape[0] == 2 and b["frames"].shape[2:] == (32, 32, 3)
     assert b["frames"].dtype == np.uint8 and b["frames"].shape[1] in (16, 32)
-    records = [json.loads(l) for l in open(qa["jsonl"])]
+    with open(qa["jsonl"]) as f:
+        records = [json.loads(line) for line in f]
     for row in range(2):
         ids, labels, valid = b["input_ids"][row], b["labels"][row], b["valid"][row]
         assert (ids == IMAGE_TOKEN_INDEX).sum() == 1
@@ -51,7 +59,7 @@ def test_example_layout_and_answer_only_labels(qa):
         assert n % 4 == 0 and 8 <= n <= 32 and b["frame_valid"][row].sum() == n
         assert np.all(b["frames"][row, n:] == 0) and b["frames"][row, :n].max() > 0
         text = tok.decode(ids[(ids >= 0) & valid])
-        assert f"The video lasts for" in text and f"{n} frames are uniformly sampled" in text
+        assert "The video lasts for" in text and f"{n} frames are uniformly sampled" in text
 
 
 def test_prompt_is_the_inference_prompt():
@@ -126,7 +134,8 @@ def test_hosts_read_disjoint_parts(qa):
 
 
 def test_text_only_records_are_skipped_when_the_objective_needs_video(qa, tmp_path):
-    lines = open(qa["jsonl"]).read().splitlines()
+    with open(qa["jsonl"]) as f:
+        lines = f.read().splitlines()
     text_only = {"conversations": [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hello."}]}
     path = tmp_path / "mixed.jsonl"
     path.write_text("\n".join([json.dumps(text_only), lines[0], lines[1]]) + "\n")

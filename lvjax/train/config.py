@@ -173,7 +173,7 @@ _SECTIONS = {f.name: f.type for f in dataclasses.fields(TrainConfig) if f.name !
 
 def _check_type(value: Any, annotation: str, where: str) -> Any:
     """Coerce/validate one value against a dataclass field's annotation (given as a string)."""
-    hint = eval(annotation, {"dict": dict, "list": list, "str": str, "int": int, "float": float, "bool": bool})  # noqa: S307
+    hint = eval(annotation, {"dict": dict, "list": list, "str": str, "int": int, "float": float, "bool": bool})
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None:
         if type(None) in options:

@@ -28,7 +28,8 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import grain
 import numpy as np
@@ -314,7 +315,7 @@ def pad_frames_to(batch: dict, tb: int) -> dict:
 class _SkipBad:
     """Grain filter predicate: drops failed examples (runs in the main process)."""
 
-    def __init__(self, owner: "TrainIterator", max_consecutive: int):
+    def __init__(self, owner: TrainIterator, max_consecutive: int):
         self.owner = owner
         self.max_consecutive = max_consecutive
         self.consecutive = 0

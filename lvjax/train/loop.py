@@ -21,7 +21,12 @@ from lvjax.train import metrics as M
 from lvjax.train import objective, optim
 from lvjax.train.checkpointing import Checkpointer
 from lvjax.train.config import TrainConfig
-from lvjax.train.mesh import describe, global_batch, make_mesh, maybe_initialize_distributed
+from lvjax.train.mesh import (
+    describe,
+    global_batch,
+    make_mesh,
+    maybe_initialize_distributed,
+)
 from lvjax.train.step import abstract_state, init_state, jit_train_step, make_train_step
 
 TEXT_KEYS = ("input_ids", "labels", "valid")

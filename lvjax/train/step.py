@@ -14,16 +14,24 @@ normalises by the labelled-token count of the whole global batch.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from lvjax.train import objective, optim
-from lvjax.train.mesh import BATCH_AXES, batch_sharding, replicated, rules_tuple, tree_shardings
+from lvjax.train.mesh import (
+    BATCH_AXES,
+    batch_sharding,
+    replicated,
+    rules_tuple,
+    tree_shardings,
+)
 
 
 def _trainable_only(params, labels):

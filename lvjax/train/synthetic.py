@@ -89,8 +89,7 @@ def make_video_qa(out_dir: str, n: int = 16, *, size: int = 32, seconds: tuple[i
             {"from": "human", "value": "<image>\nWhat color?"}, {"from": "gpt", "value": "red"}]})
     path = os.path.join(out_dir, "train.jsonl")
     with open(path, "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
+        f.writelines(json.dumps(r) + "\n" for r in records)
     return path
 
 
