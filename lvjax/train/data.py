@@ -3,7 +3,8 @@
 One JSONL line:
     {"video": "clip.mp4", "conversations": [{"from": "human", "value": "<image>\\nQ"},
                                             {"from": "gpt", "value": "A"}, ...]}
-(or "image": "pic.jpg"; or neither for text-only). Media paths are relative to `media_root`.
+(or "image": "pic.jpg", repeated to one clip of local_num_frames frames — inference uses a one-frame
+clip instead; or neither, for the text objective). Media paths are relative to `media_root`.
 
 Pipeline (`make_iterator`):
     MapDataset.source(records) → shuffle(seed) (reshuffled every epoch) → repeat(num_epochs)
