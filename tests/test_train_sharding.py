@@ -156,7 +156,52 @@ def test_video_step_matches_single_device_on_2x2x2_mesh():
     assert out["param_diff"] <= 1e-5, out
 
 
-if __name__ == "__main__" and os.environ.get("LVJAX_TRAIN_SHARDING_WORKER") == "1":
+def _loop_worker() -> None:
+    """The whole loop on 8 devices: train on (2,2,2), stop, resume on (8,1,1); compare with (2,2,2) uninterrupted."""
+    import tempfile
+
+    from lvjax.train import synthetic
+    from lvjax.train.config import load_config
+    from lvjax.train.loop import train
+
+    d = tempfile.mkdtemp()
+    tok = synthetic.make_tokenizer(os.path.join(d, "tok"))
+    jsonl = synthetic.make_video_qa(os.path.join(d, "data"), 8)
+    cfgfile = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "tiny_text.yaml")
+    base = [f"data.train_jsonl={jsonl}", f"data.tokenizer={tok}", f"data.media_root={d}/data", "train.steps=6",
+            "checkpoint.every=2", "train.log_every=1", "train.progress=false", "train.global_batch=16"]
+    m222 = ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"]
+    full = train(load_config(cfgfile, base + m222 + [f"train.output_dir={d}/full"]), verbose=False)
+    train(load_config(cfgfile, base + m222 + [f"train.output_dir={d}/cut", "train.stop_after=3"]), verbose=False)
+    resumed = train(load_config(cfgfile, base + ["mesh.data=8", "mesh.fsdp=1", "mesh.tensor=1",
+                                                 f"train.output_dir={d}/cut"]), verbose=False)
+    spec = resumed["state"]["params"]["layers"]["mlp"]["gate_proj"]["kernel"].sharding.spec
+    print("RESULT" + json.dumps({"full": {r["step"]: r["loss"] for r in full["steps"]},
+                                 "resumed": {r["step"]: r["loss"] for r in resumed["steps"]},
+                                 "resumed_from": resumed["resumed_from"], "spec": _spec_list(spec)}))
+
+
+def _spec_list(spec) -> list:
+    return [list(e) if isinstance(e, tuple) else e for e in spec]
+
+
+@pytest.mark.heavy
+def test_loop_on_8_devices_resumes_onto_another_mesh():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
+               LVJAX_TRAIN_SHARDING_WORKER="loop")
+    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=900, check=False)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    out = json.loads(lines[0][len("RESULT"):])
+    assert out["resumed_from"] == 2 and sorted(out["resumed"]) == ["3", "4", "5", "6"]
+    for step, loss in out["resumed"].items():
+        assert abs(loss - out["full"][step]) <= 1e-5, (step, loss, out["full"][step])
+    assert out["spec"] == [None, "fsdp", "tensor"]  # the (8,1,1) mesh's spec names (sizes 1 there)
+
+
+if __name__ == "__main__" and os.environ.get("LVJAX_TRAIN_SHARDING_WORKER") == "loop":
+    _loop_worker()
+elif __name__ == "__main__" and os.environ.get("LVJAX_TRAIN_SHARDING_WORKER") == "1":
     _worker()
 elif __name__ == "__main__" and os.environ.get("LVJAX_TRAIN_SHARDING_WORKER") == "video":
     _video_worker()
