@@ -25,6 +25,7 @@ import numpy as np
 
 from lvjax.attention import attend
 from lvjax.config import LLMConfig
+from lvjax.models.stack import scanned
 
 P = nn.with_logical_partitioning
 ACT = ("activation_batch", "activation_length", "activation_embed")
@@ -184,35 +185,14 @@ class DecoderLayer(nn.Module):
         return x, kv
 
 
-REMAT_POLICIES = {
-    "none": None,
-    "full": "nothing_saveable",
-    "dots": "dots_with_no_batch_dims_saveable",
-    "minimal": "everything_saveable",
-}
-
-
 def decoder_stack(cfg: LLMConfig, length: int, name: str | None = None) -> nn.Module:
     """An `nn.scan` over `length` decoder layers; params stacked on a leading `layers` axis.
 
     Call as stack(x, caches, cos, sin, mask, cache_index) → (x, kv) where caches/kv are
     (k, v) pairs stacked over layers (or None).
     """
-    if cfg.remat_policy not in REMAT_POLICIES:
-        raise ValueError(f"remat_policy {cfg.remat_policy!r} not in {sorted(REMAT_POLICIES)}")
-    block = DecoderLayer
-    policy = REMAT_POLICIES[cfg.remat_policy]
-    if policy is not None:
-        block = nn.remat(block, policy=getattr(jax.checkpoint_policies, policy), prevent_cse=False)
-    scanned = nn.scan(
-        block,
-        variable_axes={"params": 0},
-        split_rngs={"params": True},
-        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
-        length=length,
-        metadata_params={nn.PARTITION_NAME: "layers"},
-    )
-    return scanned(cfg, name=name)
+    in_axes = (0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast)
+    return scanned(DecoderLayer, length, cfg.remat_policy, in_axes)(cfg, name=name)
 
 
 class Qwen2(nn.Module):

@@ -29,17 +29,10 @@ import jax.numpy as jnp
 from lvjax.attention import attend
 from lvjax.config import VisionConfig
 from lvjax.models.pos_embed import vision_pos_embed
+from lvjax.models.stack import scanned
 
 P = nn.with_logical_partitioning
 ACT = ("activation_batch", "activation_length", "activation_embed")
-
-REMAT_POLICIES = {
-    "none": None,
-    "full": "nothing_saveable",
-    "dots": "dots_with_no_batch_dims_saveable",
-    "minimal": "everything_saveable",
-}
-
 
 def _dense(features: int, axes: tuple, cfg: VisionConfig, name: str, use_bias: bool = True) -> nn.Dense:
     return nn.Dense(
@@ -165,17 +158,7 @@ class UMTVisionTower(nn.Module):
         x = x + jnp.asarray(pos, dtype)[None]
         x = nn.with_logical_constraint(x, ACT)
 
-        block = Block
-        policy = REMAT_POLICIES[self.remat_policy]
-        if policy is not None:
-            block = nn.remat(block, policy=getattr(jax.checkpoint_policies, policy), prevent_cse=False)
-        blocks = nn.scan(
-            block,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
-            length=cfg.num_blocks,
-            metadata_params={nn.PARTITION_NAME: "layers"},
-        )(cfg, name="blocks")
+        blocks = scanned(Block, cfg.num_blocks, self.remat_policy)(cfg, name="blocks")
         x, _ = blocks(x, None)
         x = _layer_norm(cfg.final_layer_norm_eps, cfg, "vision_layernorm")(x)
         return nn.with_logical_constraint(x, ACT)
