@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from lvjax.api import convert_hf, export_hf, load  # noqa: E402
+from lvjax.api import convert_hf, enable_compilation_cache, export_hf, load  # noqa: E402
 from lvjax.selection import QCCompConfig  # noqa: E402
 
-__all__ = ["load", "convert_hf", "export_hf", "QCCompConfig"]
+__all__ = ["load", "convert_hf", "export_hf", "enable_compilation_cache", "QCCompConfig"]

@@ -122,6 +122,18 @@ def _logits_fn(params, ids, mask, *, cfg):
 _logits = jax.jit(_logits_fn, static_argnames=("cfg",))
 
 
+def enable_compilation_cache(path: str | None = None) -> str:
+    """Switch on JAX's persistent compilation cache (default dir: $LVJAX_COMPILATION_CACHE or ~/.cache/lvjax/xla).
+
+    Compiled functions are then reused across processes for the same shapes and config.
+    """
+    path = os.path.abspath(path or os.environ.get("LVJAX_COMPILATION_CACHE") or os.path.expanduser("~/.cache/lvjax/xla"))
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return path
+
+
 def load(path: str, *, dtype: str | None = None, param_dtype: str | None = None, progress: bool = False) -> Any:
     """Load a Hugging Face folder or an lvjax checkpoint; returns a model handle.
 

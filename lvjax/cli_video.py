@@ -24,6 +24,8 @@ def _add_video_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample", action="store_true", help="sample with generation_config.json instead of greedy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print a JSON object with the answer and the report")
+    p.add_argument("--compilation-cache", metavar="DIR", nargs="?", const="",
+                   help="reuse compiled XLA programs across runs (default dir ~/.cache/lvjax/xla)")
 
 
 def _options(args) -> dict:
@@ -45,12 +47,18 @@ def _print(answer: str, report: dict, as_json: bool, out=sys.stdout) -> None:
         print("  " + "  ".join(f"{k}={v}" for k, v in report.items()), file=sys.stderr)
 
 
-def _answer(args) -> None:
+def _load(args):
     import lvjax
 
+    if args.compilation_cache is not None:
+        lvjax.enable_compilation_cache(args.compilation_cache or None)
+    return _video_model(lvjax.load(args.model), args.model)
+
+
+def _answer(args) -> None:
     if not args.question.strip():
         raise ConfigError("--question is empty")
-    model = _video_model(lvjax.load(args.model), args.model)
+    model = _load(args)
     question = args.question
     if args.options:
         from lvjax.prompt import multiple_choice
@@ -61,9 +69,7 @@ def _answer(args) -> None:
 
 
 def _chat(args) -> None:
-    import lvjax
-
-    model = _video_model(lvjax.load(args.model), args.model)
+    model = _load(args)
     opts = _options(args)
     encoded = model.encode_video(args.video, **{k: opts.pop(k) for k in ("max_frames", "min_frames", "fps") if k in opts})
     interactive = sys.stdin.isatty()

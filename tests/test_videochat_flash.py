@@ -149,3 +149,26 @@ def test_single_image_path(model, tmp_path):
     assert model.tokenizer.decode(suffix).startswith("\nWhat is this?<|im_end|>")
     again, _ = model.answer(img, "What is this?", max_new_tokens=3)
     assert again == text
+
+
+def test_second_question_same_bucket_does_not_recompile(model, encoded):
+    from lvjax.generate import decode_from_cache, extend_cache, prefill_cache
+
+    model.answer_encoded(encoded, "What happens first?", max_new_tokens=2)
+    sizes = [f._cache_size() for f in (prefill_cache, extend_cache, decode_from_cache)]
+    text, _ = model.answer_encoded(encoded, "Who is there?", max_new_tokens=2)
+    assert [f._cache_size() for f in (prefill_cache, extend_cache, decode_from_cache)] == sizes
+
+
+def test_chat_cli_reads_questions_from_stdin(tiny_vcf_dir, tmp_path, monkeypatch, capsys):
+    import io
+
+    from tests.videos import write_video
+
+    path = write_video(tmp_path / "clip.mp4", 8, fps=4)
+    monkeypatch.setattr("sys.stdin", io.StringIO("What is it?\n\nAnd now?\n"))
+    code = cli(["chat", "--model", str(tiny_vcf_dir), "--video", str(path), "--max-frames", "4", "--min-frames", "4",
+                "--max-new-tokens", "2", "--json"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0 and len(out) == 2
+    assert all(json.loads(line)["report"]["frames"] == 4 for line in out)
