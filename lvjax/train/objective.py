@@ -61,12 +61,10 @@ def loss_fn(params, batch: dict, spec: ObjectiveSpec) -> tuple[jax.Array, dict]:
     return ce, {"ce_sum": ce, "tokens": n}
 
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 def normalize_frames(frames: jax.Array, dtype) -> jax.Array:
     """uint8 (..., 3) → (x/255 − mean)/std in float32, cast to the compute dtype (UMTImageProcessor)."""
+    from lvjax.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
     x = frames.astype(jnp.float32) * (1.0 / 255.0)
     x = (x - jnp.asarray(IMAGENET_MEAN, jnp.float32)) / jnp.asarray(IMAGENET_STD, jnp.float32)
     return x.astype(dtype)
@@ -99,7 +97,12 @@ def _videochat_flash_ce(params, batch, spec):
     v = jnp.concatenate([valid[:, :vs], jnp.repeat(frame_valid, tpf, axis=1), valid[:, vs + 1:]], axis=1)
     plan = build_plan(spec.compression, cfg.llm.num_hidden_layers, tpf)
     drops = drops_for_plan(plan, cfg.llm, n_vis)
-    hidden, _, _, _ = llm.prefill(params["llm"], cfg.llm, x, v, drops=drops, visual_start=vs, n_visual=n_vis)
+    # Attention-scored drops read from the token right before each answer span (as the original trains).
+    before_answer = (labels[:, 1:] != IGNORE_INDEX) & (labels[:, :-1] == IGNORE_INDEX)
+    query = jnp.concatenate([jnp.zeros((b, vs + n_vis), bool), before_answer[:, vs + 1:],
+                             jnp.zeros((b, 1), bool)], axis=1)
+    hidden, _, _, _ = llm.prefill(params["llm"], cfg.llm, x, v, drops=drops, visual_start=vs, n_visual=n_vis,
+                                  query=query)
     n_last = hidden.shape[1] - (ids.shape[1] - 1)
     tail = hidden[:, vs + n_last - 1:]  # last visual slot, then the text after <image>
     tail_labels = jnp.concatenate([jnp.full((b, 1), IGNORE_INDEX, labels.dtype), labels[:, vs + 1:]], axis=1)
