@@ -90,7 +90,7 @@ def _attention_keep(inner, layer, h, nv, n_keep, q_row):
     return probs[V0: V0 + nv].topk(n_keep).indices.sort().values
 
 
-CI_PLANS = ("none", "xcomp_cosine", "uniform0_attention")
+CI_PLANS = ("none", "uniform0_attention")  # LP-Comp itself is checked against the original below
 
 
 @pytest.mark.parametrize("name", [n if n in CI_PLANS else pytest.param(n, marks=pytest.mark.heavy) for n in sorted(PLANS)])
@@ -133,11 +133,11 @@ def test_lp_comp_matches_original(models, ref):
     logits = np.asarray(llm.head(params, cfg, h))[0]
     assert logits.shape == ref["L4/lp/logits"].shape
     assert np.abs(logits - ref["L4/lp/logits"]).max() <= 2e-3
-    for penalty, key in ((1.0, "greedy_ids"), (1.1, "evalstyle_ids")):
-        gen = GenerationConfig(max_new_tokens=8, eos_token_ids=(1019, 1017), pad_token_id=1017, repetition_penalty=penalty)
-        toks = generate_from_embeds(params, x, valid, jnp.zeros((1, cfg.vocab_size), bool), jax.random.key(0), cfg=cfg,
-                                    gen=gen, drops=drops, visual_start=V0, n_visual=NV)[0]
-        np.testing.assert_array_equal(np.asarray(toks)[0], ref[f"L4/lp/{key}"])
+    # (the eval-style tokens, with the 1.1 repetition penalty, are checked through the API in test_videochat_flash)
+    gen = GenerationConfig(max_new_tokens=8, eos_token_ids=(1019, 1017), pad_token_id=1017)
+    toks = generate_from_embeds(params, x, valid, jnp.zeros((1, cfg.vocab_size), bool), jax.random.key(0), cfg=cfg,
+                                gen=gen, drops=drops, visual_start=V0, n_visual=NV)[0]
+    np.testing.assert_array_equal(np.asarray(toks)[0], ref["L4/lp/greedy_ids"])
 
 
 def test_truncated_model_keeps_28_layer_schedule(models, ref):

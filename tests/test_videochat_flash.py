@@ -54,9 +54,9 @@ def test_answer_matches_original_eval(model, encoded, ref, compression, key):
 def test_jitted_answer_equals_unjitted_steps(model, encoded, compression):
     """The jitted path against the same functions run op by op (jax.disable_jit: Python decode loop)."""
     fresh = EncodedVideo(encoded.visual, encoded.frames, 16, 4.0, TIME_MSG, {})
-    jitted, _ = model.answer_encoded(fresh, QUESTION, compression=compression, max_new_tokens=3)
+    jitted, _ = model.answer_encoded(fresh, QUESTION, compression=compression, max_new_tokens=2)
     with jax.disable_jit():
-        stepwise, _ = model.answer_encoded(fresh, QUESTION, compression=compression, max_new_tokens=3)
+        stepwise, _ = model.answer_encoded(fresh, QUESTION, compression=compression, max_new_tokens=2)
     assert jitted == stepwise
 
 
