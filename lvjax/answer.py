@@ -250,11 +250,13 @@ class VideoChatFlash:
         return ids, valid
 
     def _prefill_whole(self, visual, prefix, suffix, drops, gen):
-        ids, valid = self._layout(prefix, visual.shape[0], suffix, bucket(len(suffix)))
+        n_suffix = bucket(len(suffix))
+        ids, valid = self._layout(prefix, visual.shape[0], suffix, n_suffix)
         x = _splice(self.params, jnp.asarray(ids), visual[None], cfg=self.config, visual_start=len(prefix))
+        pad_start = len(prefix) + int(visual.shape[0])
         last, caches = prefill_cache(self.params["llm"], x, jnp.asarray(valid), cfg=self.config.llm,
                                      max_new=gen.max_new_tokens, drops=drops, visual_start=len(prefix),
-                                     n_visual=int(visual.shape[0]))
+                                     n_visual=int(visual.shape[0]), pad_span=(pad_start, pad_start + n_suffix - len(suffix)))
         return last, caches, 0
 
     def _prefill_reusing(self, encoded, visual, prefix, suffix, drops, gen):
@@ -267,7 +269,7 @@ class VideoChatFlash:
             x = _splice(self.params, jnp.asarray(ids), visual[None], cfg=self.config, visual_start=len(prefix))
             budget = max(budget, 2 * n_suffix + gen.max_new_tokens)  # room for longer follow-up questions
             _, caches = prefill_cache(self.params["llm"], x, jnp.asarray(valid), cfg=self.config.llm, max_new=budget,
-                                      drops=drops, visual_start=len(prefix), n_visual=int(visual.shape[0]))
+                                      drops=drops, visual_start=len(prefix), n_visual=int(visual.shape[0]), pad_span=())
             encoded.prefix_cache[key] = (caches, budget)
         caches = encoded.prefix_cache[key][0]
         ids = np.full((1, n_suffix), self.generation.pad_token_id, np.int32)

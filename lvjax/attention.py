@@ -82,6 +82,7 @@ def attend(
             from kernels_pallas.block_sparse.api import block_sparse_attention
 
             backend = "tpu" if impl == "pallas_tpu" else "gpu"
+            interpret = interpret or jax.default_backend() == "cpu"  # a forced kernel on CPU runs interpreted
             out, _ = block_sparse_attention(q, k, v, layout, scale=scale, backend=backend, interpret=interpret)
             return out
         if q.shape[1] != layout.length or k.shape[1] != layout.length:

@@ -153,12 +153,16 @@ def generate_from_embeds(
     return _decode(params, cfg, gen, h[:, -1:], caches, 0, seen, rng)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "max_new", "drops", "visual_start", "n_visual"))
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new", "drops", "visual_start", "n_visual", "pad_span"))
 def prefill_cache(params, x, valid, *, cfg: LLMConfig, max_new: int, drops: tuple = (), visual_start: int = 0,
-                  n_visual: int = 0):
-    """Prefill x (B, T, D) into caches with `max_new` free slots. Returns (last hidden (B, 1, D), caches)."""
+                  n_visual: int = 0, pad_span=None):
+    """Prefill x (B, T, D) into caches with `max_new` free slots. Returns (last hidden (B, 1, D), caches).
+
+    `pad_span`: the static padding of x (see `llm.prefill`), enabling the attention kernels.
+    """
     h, _, caches, _ = llm.prefill(
-        params, cfg, x, valid, drops=drops, visual_start=visual_start, n_visual=n_visual, max_new=max_new
+        params, cfg, x, valid, drops=drops, visual_start=visual_start, n_visual=n_visual, max_new=max_new,
+        pad_span=pad_span,
     )
     return h[:, -1:], caches
 

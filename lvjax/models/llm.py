@@ -62,10 +62,14 @@ def _slice_layers(params: dict, start: int, stop: int) -> dict:
     return jax.tree.map(lambda a: a[start:stop], params["layers"])
 
 
-def run_layers(params: dict, cfg: LLMConfig, x, mask, positions, start: int, stop: int, caches=None, cache_index=None):
-    """Layers [start, stop) on x (B, T, D) → (x, (k, v) stacked over those layers)."""
+def run_layers(params: dict, cfg: LLMConfig, x, mask, positions, start: int, stop: int, caches=None, cache_index=None,
+               layout=None):
+    """Layers [start, stop) on x (B, T, D) → (x, (k, v) stacked over those layers).
+
+    A static block-sparse `layout` (self-attention only) replaces `mask` (kernels on GPU/TPU).
+    """
     cos, sin = rope_cos_sin(positions, cfg)
-    stack = decoder_stack(cfg, stop - start)
+    stack = decoder_stack(cfg, stop - start, layout=layout)
     return stack.apply({"params": _slice_layers(params, start, stop)}, x, caches, cos, sin, mask, cache_index)
 
 
@@ -89,15 +93,33 @@ def _stages(n_layers: int, drops: Sequence[Drop]):
         yield cur, n_layers, None
 
 
-def _run_stage(params, cfg, x, valid, start, stop, hiddens: list | None):
+def use_kernels(cfg: LLMConfig) -> bool:
+    """Whether prefill self-attention goes to the block-sparse kernels (GPU/TPU, or forced by config)."""
+    if cfg.attention_impl == "auto":
+        return jax.default_backend() in ("gpu", "tpu")
+    return cfg.attention_impl.startswith("pallas")
+
+
+def causal_layout(length: int, pad_span: tuple[int, int] | tuple[()]):
+    """Causal layout over `length` slots whose only padding is the static span [start, stop)."""
+    from kernels_pallas.block_sparse.layout import Layout, Segment
+
+    if not pad_span or pad_span[1] <= pad_span[0]:
+        return Layout((Segment(length),))
+    start, stop = pad_span
+    # The tokens before the padding are global, so the tokens after it see all of them.
+    return Layout((Segment(start, is_global=True), Segment(stop - start, seq=-1), Segment(length - stop)))
+
+
+def _run_stage(params, cfg, x, valid, start, stop, hiddens: list | None, layout=None):
     """Layers [start, stop) over the whole sequence; layer by layer when every input is wanted."""
     mask, positions = causal_mask(valid), positions_from_valid(valid)
     if hiddens is None:
-        return run_layers(params, cfg, x, mask, positions, start, stop)
+        return run_layers(params, cfg, x, mask, positions, start, stop, layout=layout)
     kvs = []
     for layer in range(start, stop):
         hiddens.append(x)
-        x, kv = run_layers(params, cfg, x, mask, positions, layer, layer + 1)
+        x, kv = run_layers(params, cfg, x, mask, positions, layer, layer + 1, layout=layout)
         kvs.append(kv)
     return x, jax.tree.map(lambda *a: jnp.concatenate(a), *kvs)
 
@@ -114,10 +136,14 @@ def prefill(
     max_new: int = 0,
     return_hidden: bool = False,
     query: jax.Array | None = None,
+    pad_span: tuple[int, int] | tuple[()] | None = None,
 ):
     """Prefill embeddings x (B, T, D) with padding mask `valid` (B, T).
 
     `query` (B, T) bool marks the rows attention-based drops score from (default: the last slot).
+    `pad_span` states the padding statically — () none, (start, stop) exactly that span after the
+    visual block, None unknown — which lets self-attention use the block-sparse kernels
+    (`use_kernels`); otherwise it is dense with a mask from `valid`.
 
     Returns (final hidden (B, S_last, D) before the final norm, valid of the last stage,
     per-stage caches (None when max_new == 0), per-layer input hiddens if `return_hidden`).
@@ -127,9 +153,14 @@ def prefill(
     if query is None:
         query = jnp.zeros(valid.shape, bool).at[:, -1].set(True)
     caches, hiddens = [], []
+    dropped = 0  # visual tokens removed so far (the padding span moves left by as many)
     for start, stop, drop in _stages(n_layers, drops):
         if stop > start:
-            x, kv = _run_stage(params, cfg, x, valid, start, stop, hiddens if return_hidden else None)
+            layout = None
+            if pad_span is not None and use_kernels(cfg):
+                span = tuple(p - dropped for p in pad_span)
+                layout = causal_layout(x.shape[1], span)
+            x, kv = _run_stage(params, cfg, x, valid, start, stop, hiddens if return_hidden else None, layout)
             if max_new:
                 pad = [(0, 0), (0, 0), (0, max_new), (0, 0), (0, 0)]
                 cache_valid = jnp.pad(valid, [(0, 0), (0, max_new)])
@@ -139,6 +170,7 @@ def prefill(
             next_layer = jax.tree.map(lambda a: a[min(stop, n_layers - 1)], params["layers"])
             keep = drop.select(x, valid, positions_from_valid(valid), query, next_layer, visual_start, n_visual)
             x, valid, query = gather_visual([x, valid, query], keep, visual_start, n_visual)
+            dropped += n_visual - drop.n_keep
             n_visual = drop.n_keep
     return x, valid, (caches if max_new else None), hiddens
 

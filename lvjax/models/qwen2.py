@@ -17,6 +17,7 @@ how a `CompressionPlan` runs the layers between two token drops (see models/llm.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -135,9 +136,11 @@ class Attention(nn.Module):
     With `cache=(k, v)` (each (B, S, Hkv, D)) the new keys/values are written at
     `cache_index` and attention runs over the whole cache; otherwise over the input itself.
     Returns (output (B, T, D), (k, v) — the updated cache or this input's keys/values).
+    With a static block-sparse `layout` (self-attention only) it replaces `mask`.
     """
 
     cfg: LLMConfig
+    layout: Any = None
 
     @nn.compact
     def __call__(self, x, cos, sin, mask, cache=None, cache_index=None):
@@ -151,7 +154,10 @@ class Attention(nn.Module):
         if cache is not None:
             k = jax.lax.dynamic_update_slice_in_dim(cache[0], k.astype(cache[0].dtype), cache_index, axis=1)
             v = jax.lax.dynamic_update_slice_in_dim(cache[1], v.astype(cache[1].dtype), cache_index, axis=1)
-        out = attend(q, k, v, mask, impl=cfg.attention_impl)
+        if self.layout is not None:
+            out = attend(q, k, v, impl=cfg.attention_impl, layout=self.layout)
+        else:
+            out = attend(q, k, v, mask)  # dense: decoding, and rows padded in different places
         out = _dense(cfg.hidden_size, ("heads", "embed"), cfg, False, "o_proj")(out.reshape(b, t, hq * hd))
         return out, (k, v)
 
@@ -173,26 +179,28 @@ class DecoderLayer(nn.Module):
     """Pre-RMSNorm attention and MLP with residuals. Scan body: (x, cache) → (x, kv)."""
 
     cfg: LLMConfig
+    layout: Any = None
 
     @nn.compact
     def __call__(self, x, cache, cos, sin, mask, cache_index):
         cfg = self.cfg
         x = nn.with_logical_constraint(x, ACT)
         norm = lambda name: RMSNorm(cfg.rms_norm_eps, cfg.dtype, cfg.param_dtype, name=name)  # noqa: E731
-        h, kv = Attention(cfg, name="self_attn")(norm("input_layernorm")(x), cos, sin, mask, cache, cache_index)
+        h, kv = Attention(cfg, self.layout, name="self_attn")(norm("input_layernorm")(x), cos, sin, mask, cache, cache_index)
         x = x + h
         x = x + MLP(cfg, name="mlp")(norm("post_attention_layernorm")(x))
         return x, kv
 
 
-def decoder_stack(cfg: LLMConfig, length: int, name: str | None = None) -> nn.Module:
+def decoder_stack(cfg: LLMConfig, length: int, name: str | None = None, layout=None) -> nn.Module:
     """An `nn.scan` over `length` decoder layers; params stacked on a leading `layers` axis.
 
     Call as stack(x, caches, cos, sin, mask, cache_index) → (x, kv) where caches/kv are
-    (k, v) pairs stacked over layers (or None).
+    (k, v) pairs stacked over layers (or None). A static `layout` sends self-attention to the
+    block-sparse kernels (see `llm.prefill`).
     """
     in_axes = (0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast)
-    return scanned(DecoderLayer, length, cfg.remat_policy, in_axes)(cfg, name=name)
+    return scanned(DecoderLayer, length, cfg.remat_policy, in_axes)(cfg, layout, name=name)
 
 
 class Qwen2(nn.Module):

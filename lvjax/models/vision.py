@@ -79,7 +79,7 @@ class Attention(nn.Module):
             qkv = qkv + bias
         qkv = qkv.reshape(b, n, 3, h, d)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        out = attend(q, k, v, None, scale=d**-0.5).reshape(b, n, c)
+        out = attend(q, k, v, None, scale=d**-0.5, layout=_clip_layout(n)).reshape(b, n, c)
         return _dense(c, ("heads", "embed"), cfg, "proj")(out)
 
 
@@ -174,3 +174,13 @@ def init_vision(cfg: VisionConfig, key: jax.Array, num_frames: int | None = None
     t = cfg.num_frames if num_frames is None else num_frames
     clip = jnp.zeros((1, t, cfg.image_size, cfg.image_size, 3), jnp.float32)
     return UMTVisionTower(cfg).init(key, clip)["params"]
+
+
+def _clip_layout(n: int):
+    """Full attention within a clip as a block-sparse layout on GPU/TPU (flash-style, no n×n scores);
+    None elsewhere (the dense path)."""
+    if jax.default_backend() not in ("gpu", "tpu"):
+        return None
+    from kernels_pallas.block_sparse.layout import full
+
+    return full(n)
