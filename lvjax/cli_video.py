@@ -39,11 +39,11 @@ def _options(args) -> dict:
     return {k: v for k, v in opts.items() if v is not None}
 
 
-def _print(answer: str, report: dict, as_json: bool, out=sys.stdout) -> None:
+def _print(answer: str, report: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"answer": answer, "report": report}), file=out)
+        print(json.dumps({"answer": answer, "report": report}))
     else:
-        print(answer, file=out)
+        print(answer)
         print("  " + "  ".join(f"{k}={v}" for k, v in report.items()), file=sys.stderr)
 
 

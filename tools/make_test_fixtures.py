@@ -44,6 +44,7 @@ KEYS = [
     "L4/lp/logits",
     "L4/lp/last_logits",
     "L4/lp/layer_seq_len",
+    "L8/lp/layer_seq_len",
     "L4/lp/greedy_ids",
     "L4/lp/evalstyle_ids",
     "L4/lp/decode_position_ids",
