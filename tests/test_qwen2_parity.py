@@ -1,5 +1,7 @@
 """Qwen2 parity with transformers: logits on padded batches, greedy generation."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -72,3 +74,15 @@ def test_stop_token_and_repetition_penalty(pair):
     ours = model.generate(ids, max_new_tokens=16, repetition_penalty=1.3, eos_token_ids=(stop,), pad_token_id=0)[0]
     np.testing.assert_array_equal(ours[: first + 1], ref[: first + 1])
     assert (ours[first + 1:] == 0).all()
+
+
+def test_bfloat16_compute_is_close(tmp_path):
+    """bf16 compute and storage (the looser check): logits near the fp32 ones, same top token mostly."""
+    make_qwen2(tmp_path, hidden=64, heads=4, kv_heads=2, std=0.1)
+    ids = np.random.RandomState(5).randint(3, 160, (2, 24))
+    ref = lvjax.load(str(tmp_path)).logits(ids)
+    bf16 = lvjax.load(str(tmp_path), dtype="bfloat16")
+    assert jax.tree.leaves(bf16.params)[0].dtype == jnp.bfloat16
+    out = bf16.logits(ids)
+    assert np.abs(out - ref).max() <= 0.05 * np.abs(ref).max()
+    assert (out.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
