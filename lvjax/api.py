@@ -12,8 +12,8 @@ import numpy as np
 
 from lvjax import checkpoint
 from lvjax.config import ConfigError, read_json
-from lvjax.convert.hf import hf_to_params, read_hf_folder, resolve_family, write_hf_folder
-from lvjax.families import Family
+from lvjax.convert.hf import hf_to_params, read_hf_folder, write_hf_folder
+from lvjax.families import Family, family_for
 from lvjax.generate import GenerationConfig, bucket, generate_from_embeds, left_align, sample_rng, seen_from_ids
 from lvjax.models import llm
 
@@ -26,27 +26,28 @@ def _dtypes(params) -> str:
     return ",".join(sorted({str(np.asarray(a).dtype) for a in jax.tree.leaves(params)}))
 
 
+def _read_hf(path: str, progress: bool):
+    """(family, config, params, hf_config, stored_tied_lm_head) of a Hugging Face folder."""
+    hf_config, tensors = read_hf_folder(path, progress=progress)
+    source = os.path.join(path, "config.json")
+    family = family_for(hf_config, source)
+    cfg = family.config_from_hf(hf_config, source)
+    params, stored_tied = hf_to_params(family, cfg, tensors, path, progress=progress)
+    return family, cfg, params, hf_config, stored_tied
+
+
 def read_any(path: str, progress: bool = False):
     """(family, config, params, hf_config, stored_tied, side_dir) from an HF folder or an lvjax checkpoint."""
     if checkpoint.is_lvjax_checkpoint(path):
         family, cfg, params, meta = checkpoint.load_checkpoint(path)
         return family, cfg, params, meta["hf_config"], meta["stored_tied_lm_head"], path
-    hf_config, tensors = read_hf_folder(path, progress=progress)
-    source = os.path.join(path, "config.json")
-    family = resolve_family(hf_config, source)
-    cfg = family.config_from_hf(hf_config, source)
-    params, stored_tied = hf_to_params(family, cfg, tensors, path, progress=progress)
-    return family, cfg, params, hf_config, stored_tied, path
+    return (*_read_hf(path, progress), path)
 
 
 def convert_hf(src: str, out: str, progress: bool = True) -> str:
     """Hugging Face folder → lvjax checkpoint directory. Returns a one-line summary."""
     t0 = time.time()
-    hf_config, tensors = read_hf_folder(src, progress=progress)
-    source = os.path.join(src, "config.json")
-    family = resolve_family(hf_config, source)
-    cfg = family.config_from_hf(hf_config, source)
-    params, stored_tied = hf_to_params(family, cfg, tensors, src, progress=progress)
+    family, _, params, hf_config, stored_tied = _read_hf(src, progress)
     checkpoint.save_checkpoint(out, family, hf_config, params, stored_tied, src)
     return f"converted {family.name}: {_count(params):,} parameters, dtype {_dtypes(params)}, {time.time() - t0:.1f} s → {out}"
 

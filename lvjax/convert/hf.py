@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from lvjax.config import ConfigError, read_json
 from lvjax.convert.table import ConversionError, hf_to_lvjax, lvjax_to_hf
-from lvjax.families import Family, family_for
+from lvjax.families import Family
 
 # Files copied along with the weights (tokenizer, generation settings).
 SIDE_FILES = (
@@ -161,6 +161,3 @@ class atomic_dir:
             shutil.rmtree(self.tmp, ignore_errors=True)
         return False
 
-
-def resolve_family(hf_config: dict, source: str) -> Family:
-    return family_for(hf_config, source)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -178,6 +177,3 @@ def family():
         tied_lm_head_key=lambda cfg: "model.embed_tokens.weight" if cfg.llm.tie_word_embeddings else None,
     )
 
-
-def unboxed_init(cfg: VideoChatFlashConfig, key: jax.Array) -> dict:
-    return nn.unbox(init_params(cfg, key))
