@@ -195,19 +195,20 @@ class VideoChatFlash:
         report = {"frames": encoded.num_frames, **{f"seconds_{k}": round(v, 4) for k, v in encoded.seconds.items()}}
         visual = encoded.visual
         plan_name = compression or self.config.default_compression
-        if qc is not None and encoded.num_frames >= qc.threshold:
+        use_qc = qc is not None and encoded.num_frames >= qc.threshold
+        if use_qc:
             from lvjax.selection import select_and_encode
 
             visual, qc_report = select_and_encode(self, encoded, prefix, suffix, plan_name, qc)
             report.update(qc_report)
-        drops = self.drops(plan_name, len(prefix), int(visual.shape[0]))
+        drops = self.drops(plan_name, int(visual.shape[0]))
         report.update(visual_tokens=int(visual.shape[0]), prompt_tokens=len(prefix) + int(visual.shape[0]) + len(suffix),
                       compression=plan_name)
         t0 = time.perf_counter()
         rng = sample_rng(seed)
         seen = jnp.zeros((1, self.config.llm.vocab_size), bool)  # the original generates from embeddings only
         question_dependent = any(not isinstance(d.select, KeepStatic) for d in drops)
-        if question_dependent or qc is not None:
+        if question_dependent or use_qc:
             last, caches, offset = self._prefill_whole(visual, prefix, suffix, drops, gen)
         else:
             last, caches, offset = self._prefill_reusing(encoded, visual, prefix, suffix, drops, gen)
@@ -220,7 +221,7 @@ class VideoChatFlash:
                       new_tokens=int(np.asarray(lengths)[0]))
         return self._decode_text(tokens, gen), report
 
-    def drops(self, plan_name: str, visual_start: int, n_visual: int) -> tuple:
+    def drops(self, plan_name: str, n_visual: int) -> tuple:
         """The static drop tuple of a compression plan for a visual block of n_visual tokens."""
         return drops_for_plan(self.plan(plan_name), self.config.llm, n_visual)
 

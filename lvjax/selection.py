@@ -205,7 +205,7 @@ def select_and_encode(model, encoded, prefix: list[int], suffix: list[int], plan
     cfg = model.config
     per_clip = qc.clip_frames * cfg.tokens_per_frame
     n_visual = qc.chunk_frames * cfg.tokens_per_frame
-    drops = model.drops(plan_name, len(prefix), n_visual)
+    drops = model.drops(plan_name, n_visual)
     n_after = first_conv_length(prefix + [vcf.IMAGE_TOKEN_INDEX] + suffix, model.tokenizer) - len(prefix) - 1
     starts = chunk_starts(T, qc)
     ids = np.asarray([prefix + [0] * n_visual + suffix], np.int32)

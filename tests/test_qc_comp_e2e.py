@@ -18,7 +18,7 @@ def test_chunk_scores_through_all_layers_match_original(tiny_vcf_dir, ref):
     v0 = int(np.where(ids == -200)[0][0])
     n_after = len(ids) - v0 - 1 - 3  # up to <|im_start|>assistant\n
     got = np.asarray(chunk_clip_scores(model.params["llm"], x, cfg=model.config.llm,
-                                       drops=model.drops("xcomp_cosine", v0, 2048), visual_start=v0, n_visual=2048,
+                                       drops=model.drops("xcomp_cosine", 2048), visual_start=v0, n_visual=2048,
                                        n_clips=16, n_after=n_after, qc=QCCompConfig()))
     want = ref["qc128/clip_scores"]
     np.testing.assert_array_equal(got >= EDGE, want >= EDGE)
