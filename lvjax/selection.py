@@ -35,7 +35,7 @@ from lvjax.attention import attention_probs
 from lvjax.config import LLMConfig
 from lvjax.models import llm
 from lvjax.models import videochat_flash as vcf
-from lvjax.models.qwen2 import RMSNorm, apply_rope, rope_cos_sin
+from lvjax.models.qwen2 import RMSNorm, scoring_projection
 from lvjax.prompt import first_conv_length
 
 EDGE = 1e9  # score of clips not covered by the maximum number of windows
@@ -81,14 +81,6 @@ def chunk_frames(num_frames: int, start: int, qc: QCCompConfig) -> np.ndarray:
     return (start + np.arange(qc.chunk_frames)) % num_frames
 
 
-def _project(layer_params: dict, cfg: LLMConfig, h, name: str, heads: int, positions):
-    p = layer_params["self_attn"][name]
-    y = h @ p["kernel"].astype(h.dtype) + p["bias"].astype(h.dtype)
-    y = y.reshape(h.shape[:-1] + (heads, cfg.head_dim))
-    cos, sin = rope_cos_sin(positions, cfg)
-    return apply_rope(y, cos, sin)
-
-
 def layer_clip_scores(
     layer_params: dict,
     cfg: LLMConfig,
@@ -118,13 +110,13 @@ def layer_clip_scores(
     n_t = text.shape[0]
     hkv, hq = cfg.num_key_value_heads, cfg.num_attention_heads
     text_pos = p_len + w_len + jnp.arange(n_t)
-    k_prefix = _project(layer_params, cfg, prefix[None], "k_proj", hkv, jnp.arange(p_len)[None])[0]
-    k_text = _project(layer_params, cfg, text[None], "k_proj", hkv, text_pos[None])[0]
-    q = _project(layer_params, cfg, text[None, qc.query_bias :], "q_proj", hq, text_pos[None, qc.query_bias :])
+    k_prefix = scoring_projection(layer_params, cfg, prefix[None], "k_proj", hkv, jnp.arange(p_len)[None])[0]
+    k_text = scoring_projection(layer_params, cfg, text[None], "k_proj", hkv, text_pos[None])[0]
+    q = scoring_projection(layer_params, cfg, text[None, qc.query_bias :], "q_proj", hq, text_pos[None, qc.query_bias :])
     # Window w holds clips [w·b, w·b + a): gather its tokens, rotate them at positions p_len + [0, w_len).
     starts = np.arange(n_windows) * b * clip_len
     windows = visual[starts[:, None] + np.arange(w_len)[None]]  # (W, w_len, D)
-    k_win = _project(layer_params, cfg, windows, "k_proj", hkv, jnp.broadcast_to(p_len + jnp.arange(w_len), (n_windows, w_len)))
+    k_win = scoring_projection(layer_params, cfg, windows, "k_proj", hkv, jnp.broadcast_to(p_len + jnp.arange(w_len), (n_windows, w_len)))
     keys = jnp.concatenate(
         [jnp.broadcast_to(k_prefix, (n_windows,) + k_prefix.shape), k_win, jnp.broadcast_to(k_text, (n_windows,) + k_text.shape)],
         axis=1,

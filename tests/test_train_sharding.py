@@ -74,13 +74,20 @@ def _worker() -> None:
     print("RESULT" + json.dumps(out))
 
 
-def test_step_matches_single_device_on_8_device_meshes():
+
+def _run_worker(worker: str, timeout: int) -> dict:
+    """Run this file's `worker` in a fresh process with 8 simulated CPU devices; its RESULT json."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
-               LVJAX_TRAIN_SHARDING_WORKER="1")
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600, check=False)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+               LVJAX_TRAIN_SHARDING_WORKER=worker)
+    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    out = json.loads(lines[0][len("RESULT"):])
+    return json.loads(lines[0][len("RESULT"):])
+
+
+def test_step_matches_single_device_on_8_device_meshes():
+    out = _run_worker("1", timeout=600)
     for name, r in out["meshes"].items():
         assert abs(r["loss"] - out["single"]) <= 1e-5, (name, r["loss"], out["single"])
         assert r["param_diff"] <= 1e-5, (name, r["param_diff"])
@@ -146,12 +153,7 @@ def _video_worker() -> None:
 
 @pytest.mark.heavy
 def test_video_step_matches_single_device_on_2x2x2_mesh():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
-               LVJAX_TRAIN_SHARDING_WORKER="video")
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=900, check=False)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    out = json.loads(lines[0][len("RESULT"):])
+    out = _run_worker("video", timeout=900)
     assert abs(out["mesh"] - out["single"]) <= 1e-5, out
     assert out["param_diff"] <= 1e-5, out
 
@@ -187,12 +189,7 @@ def _spec_list(spec) -> list:
 
 @pytest.mark.heavy
 def test_loop_on_8_devices_resumes_onto_another_mesh():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
-               LVJAX_TRAIN_SHARDING_WORKER="loop")
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=900, check=False)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    out = json.loads(lines[0][len("RESULT"):])
+    out = _run_worker("loop", timeout=900)
     assert out["resumed_from"] == 2 and sorted(out["resumed"]) == ["3", "4", "5", "6"]
     for step, loss in out["resumed"].items():
         assert abs(loss - out["full"][step]) <= 1e-5, (step, loss, out["full"][step])

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from lvjax.attention import attention_probs
 from lvjax.config import LLMConfig
-from lvjax.models.qwen2 import RMSNorm, apply_rope, causal_mask, rope_cos_sin
+from lvjax.models.qwen2 import RMSNorm, causal_mask, scoring_projection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,15 +46,8 @@ class KeepTopAttention:
         h = RMSNorm(cfg.rms_norm_eps, cfg.dtype, cfg.param_dtype).apply(
             {"params": layer_params["input_layernorm"]}, x
         )
-        attn = layer_params["self_attn"]
-
-        def proj(name, heads):
-            p = attn[name]
-            return (h @ p["kernel"].astype(h.dtype) + p["bias"].astype(h.dtype)).reshape(b, s, heads, cfg.head_dim)
-
-        cos, sin = rope_cos_sin(positions, cfg)
-        q = apply_rope(proj("q_proj", cfg.num_attention_heads), cos, sin)
-        k = apply_rope(proj("k_proj", cfg.num_key_value_heads), cos, sin)
+        q = scoring_projection(layer_params, cfg, h, "q_proj", cfg.num_attention_heads, positions)
+        k = scoring_projection(layer_params, cfg, h, "k_proj", cfg.num_key_value_heads, positions)
         probs = attention_probs(q, k, causal_mask(valid)).mean(axis=1)  # (B, S, S)
         visual = jax.lax.dynamic_slice_in_dim(probs, visual_start, n_visual, axis=2)  # (B, S, Nv)
         w = query.astype(jnp.float32)

@@ -100,6 +100,16 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return x * cos + rotated * sin
 
 
+def scoring_projection(layer_params: dict, cfg: LLMConfig, h, name: str, heads: int, positions):
+    """A layer's rotated q or k (`name` = "q_proj"/"k_proj") of already normed h (..., T, D) at
+    `positions` (..., T) → (..., T, heads, head_dim); used to read attention weights for scoring."""
+    p = layer_params["self_attn"][name]
+    y = h @ p["kernel"].astype(h.dtype) + p["bias"].astype(h.dtype)
+    y = y.reshape(h.shape[:-1] + (heads, cfg.head_dim))
+    cos, sin = rope_cos_sin(positions, cfg)
+    return apply_rope(y, cos, sin)
+
+
 # --------------------------------------------------------------------------- modules
 
 

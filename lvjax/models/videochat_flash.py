@@ -13,7 +13,6 @@ the last slot (what generation needs). Padding slots are masked and skipped by p
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -119,13 +118,6 @@ def merge_and_project(params: dict, cfg: VideoChatFlashConfig, features: jax.Arr
     merged = merge_clips(features, cfg.vision.num_attention_heads, target)[0]
     out = projector.apply({"params": params["projector"]}, merged)
     return out.reshape(-1, out.shape[-1])
-
-
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def encode_frames(params: dict, frames: jax.Array, *, cfg: VideoChatFlashConfig) -> jax.Array:
-    """Normalised frames (T, H, W, 3), T a multiple of L → visual tokens (T·16, D)."""
-    clips = frames.reshape((-1, cfg.local_num_frames) + frames.shape[1:])
-    return merge_and_project(params, cfg, vision_features(params, cfg, clips))
 
 
 def splice(params: dict, cfg: VideoChatFlashConfig, ids: jax.Array, visual: jax.Array, visual_start: int) -> jax.Array:
