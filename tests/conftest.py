@@ -1,7 +1,13 @@
-"""Shared test fixtures: the recorded VideoChat-Flash reference (from ../shared or tests/fixtures)."""
+"""Shared test fixtures: the recorded original-model references (from ../shared or tests/fixtures).
+
+Each recorded family lives in `../shared/fixtures/<name>_original/` (full) and, for a fresh
+clone, in `tests/fixtures/<name>_original/` (the subset the tests read, written by
+`tools/make_test_fixtures.py`). `Recorded(name)` finds the model folder, the arrays and the facts.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,57 +17,64 @@ import pytest
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_REF = ROOT.parent / "shared" / "fixtures" / "videochat_flash_original"
-LOCAL_REF = ROOT / "tests" / "fixtures" / "videochat_flash_original"
+SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures"
+LOCAL_FIXTURES = ROOT / "tests" / "fixtures"
 
 
-def _ref_dir() -> Path | None:
-    for d in (SHARED_REF, LOCAL_REF):
-        if (d / "tiny_videochat_flash" / "config.json").is_file():
-            return d
-    return None
+class Recorded:
+    """One recorded original: `name` is e.g. 'videochat_flash', 'videoxl', 'videoxl_pro', 'videoxl2'.
 
-
-@pytest.fixture(scope="session")
-def tiny_vcf_dir() -> Path:
-    """The tiny original-format VideoChat-Flash folder (skips when neither copy is present)."""
-    d = _ref_dir()
-    if d is None:
-        pytest.skip("reference fixture absent: neither ../shared nor tests/fixtures holds tiny_videochat_flash")
-    return d / "tiny_videochat_flash"
-
-
-class _RefArrays:
-    """Lazy access to the recorded reference arrays; skips a test when a key is not available.
-
-    The full npz lives in ../shared; a fresh clone carries the subset in tests/fixtures
-    (see tools/make_test_fixtures.py).
+    `model_dir` is the tiny HF folder `tiny_<name>`; `[key]` reads an array from the full npz in
+    ../shared or the subset in tests/fixtures, skipping the test (with the reason) when neither has it.
     """
 
-    def __init__(self):
+    def __init__(self, name: str):
+        self.name = name
+        folder, model = f"{name}_original", f"tiny_{name}"
+        self.dirs = [d for d in (SHARED_FIXTURES / folder, LOCAL_FIXTURES / folder) if (d / model / "config.json").is_file()]
         self._files = []
-        for path in (SHARED_REF / "tiny_videochat_flash_ref.npz", LOCAL_REF / "tiny_videochat_flash_ref_subset.npz"):
+        for path in (SHARED_FIXTURES / folder / f"{model}_ref.npz", LOCAL_FIXTURES / folder / f"{model}_ref_subset.npz"):
             if path.is_file():
                 self._files.append(np.load(path))
+        self._model = model
+
+    @property
+    def model_dir(self) -> Path:
+        if not self.dirs:
+            pytest.skip(f"reference fixture absent: neither ../shared nor tests/fixtures holds {self._model}")
+        return self.dirs[0] / self._model
+
+    @property
+    def facts(self) -> dict:
+        path = self.model_dir.parent / f"{self._model}_ref.json"
+        with open(path) as f:
+            return json.load(f)["facts"]
 
     def __getitem__(self, key: str) -> np.ndarray:
         for f in self._files:
             if key in f.files:
                 return f[key]
-        pytest.skip(f"reference array {key!r} absent (no ../shared and not in the tests/fixtures subset)")
+        pytest.skip(f"reference array {key!r} of {self._model} absent (no ../shared and not in the tests/fixtures subset)")
 
 
 @pytest.fixture(scope="session")
-def ref() -> _RefArrays:
-    return _RefArrays()
+def recorded():
+    """recorded(name) → the `Recorded` reference of one original family."""
+    cache: dict[str, Recorded] = {}
+    return lambda name: cache.setdefault(name, Recorded(name))
 
 
 @pytest.fixture(scope="session")
-def ref_facts() -> dict:
-    import json
+def tiny_vcf_dir(recorded) -> Path:
+    """The tiny original-format VideoChat-Flash folder (skips when neither copy is present)."""
+    return recorded("videochat_flash").model_dir
 
-    d = _ref_dir()
-    if d is None:
-        pytest.skip("reference fixture absent")
-    with open(d / "tiny_videochat_flash_ref.json") as f:
-        return json.load(f)["facts"]
+
+@pytest.fixture(scope="session")
+def ref(recorded) -> Recorded:
+    return recorded("videochat_flash")
+
+
+@pytest.fixture(scope="session")
+def ref_facts(recorded) -> dict:
+    return recorded("videochat_flash").facts
