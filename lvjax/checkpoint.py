@@ -18,6 +18,7 @@ import orbax.checkpoint as ocp
 
 from lvjax.config import ConfigError, read_json
 from lvjax.convert.hf import atomic_dir, copy_side_files
+from lvjax.convert.table import flatten_paths
 from lvjax.families import Family, family_by_name
 
 META = "lvjax.json"
@@ -36,7 +37,7 @@ def save_checkpoint(out: str, family: Family, hf_config: dict, params, stored_ti
                 "stored_tied_lm_head": stored_tied}
         with open(os.path.join(tmp, META), "w") as f:
             json.dump(meta, f, indent=2)
-        copy_side_files(side_dir, tmp)
+        copy_side_files(side_dir, tmp, family.side_folders(hf_config))
 
 
 def load_checkpoint(path: str) -> tuple[Family, Any, dict, dict]:
@@ -46,7 +47,7 @@ def load_checkpoint(path: str) -> tuple[Family, Any, dict, dict]:
         raise ConfigError(f"{os.path.join(path, META)}: not an lvjax checkpoint")
     try:
         family = family_by_name(meta["family"])
-    except KeyError:
+    except (ConfigError, KeyError, TypeError):
         raise ConfigError(f"{os.path.join(path, META)}: unknown family {meta.get('family')!r}") from None
     cfg = family.config_from_hf(meta["hf_config"], os.path.join(path, META))
     params_dir = os.path.abspath(os.path.join(path, "params"))
@@ -61,8 +62,6 @@ def load_checkpoint(path: str) -> tuple[Family, Any, dict, dict]:
 
 def check_tree(expected, params, source: str) -> None:
     """Raise ConfigError naming the first parameter whose presence or shape differs."""
-    from lvjax.convert.table import flatten_paths
-
     want, got = flatten_paths(expected), flatten_paths(params)
     for key in sorted(set(want) | set(got)):
         if key not in got:

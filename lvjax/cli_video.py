@@ -33,7 +33,7 @@ def _options(args) -> dict:
                 max_new_tokens=args.max_new_tokens, compression=args.compression, seed=args.seed,
                 do_sample=args.sample)
     if args.select_frames:
-        from lvjax.selection import QCCompConfig
+        from lvjax.families.videochat_flash.selection import QCCompConfig
 
         opts["qc"] = QCCompConfig(n_select=args.select_frames, n_repeat=args.qc_repeat)
     return {k: v for k, v in opts.items() if v is not None}
@@ -61,7 +61,7 @@ def _answer(args) -> None:
     model = _load(args)
     question = args.question
     if args.options:
-        from lvjax.prompt import multiple_choice
+        from lvjax.families.videochat_flash.prompt import multiple_choice
 
         question = multiple_choice(question, args.options)
     answer, report = model.answer(args.video, question, **_options(args))

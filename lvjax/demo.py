@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import lvjax
-    from lvjax.tiny import build_tiny_videochat_flash
+    from lvjax.testing.tiny import build_tiny_videochat_flash
 
     work = args.workdir or tempfile.mkdtemp(prefix="lvjax-demo-")
     os.makedirs(work, exist_ok=True)

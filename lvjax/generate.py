@@ -180,7 +180,7 @@ def decode_from_cache(params, last_hidden, caches, offset, seen, rng, *, cfg: LL
     return _decode(params, cfg, gen, last_hidden, caches, offset, seen, rng)
 
 
-def left_align(ids: np.ndarray, mask: np.ndarray, length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+def right_align(ids: np.ndarray, mask: np.ndarray, length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Re-lay rows (padded on either side) right-aligned into (B, length): last token in the last slot."""
     b = ids.shape[0]
     out = np.full((b, length), pad_id, np.int32)

@@ -161,8 +161,12 @@ def test_head_dim_64_and_128_tpu():
 
 def test_matches_jax_splash_attention():
     """Chunked-causal (segment-local causal) attention vs JAX's splash kernel in interpret mode."""
-    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
-    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
+    from jax.experimental.pallas.ops.tpu.splash_attention import (
+        splash_attention_kernel as sk,
+    )
+    from jax.experimental.pallas.ops.tpu.splash_attention import (
+        splash_attention_mask as sm,
+    )
 
     t, h, d, chunk = 256, 2, 64, 96
     lay = L.segmented(0, [chunk, chunk, t - 2 * chunk], 0, segment_causal=True)

@@ -10,14 +10,14 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from lvjax.compression import build_plan
 from lvjax.config import LLMConfig
 from lvjax.convert.hf import read_hf_folder
 from lvjax.convert.llm import llm_rules
 from lvjax.convert.table import hf_to_lvjax
+from lvjax.families.videochat_flash.compression import build_plan
+from lvjax.families.videochat_flash.drops import drops_for_plan
 from lvjax.generate import GenerationConfig, generate_from_embeds
 from lvjax.models import llm
-from lvjax.models.drops import drops_for_plan
 
 V0, NV = 14, 256  # visual block of the recorded 16-frame prompt
 

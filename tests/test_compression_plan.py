@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lvjax.compression import (
+from lvjax.families.videochat_flash.compression import (
     CompressionPlan,
     DropEvent,
     build_plan,

@@ -9,7 +9,13 @@ from lvjax.config import LLMConfig
 from lvjax.convert.hf import read_hf_folder
 from lvjax.convert.llm import llm_rules
 from lvjax.convert.table import hf_to_lvjax
-from lvjax.generate import GenerationConfig, decode_from_cache, extend_cache, generate_from_embeds, prefill_cache
+from lvjax.generate import (
+    GenerationConfig,
+    decode_from_cache,
+    extend_cache,
+    generate_from_embeds,
+    prefill_cache,
+)
 from lvjax.models import llm
 
 IM_END, ENDOFTEXT = 1019, 1017

@@ -13,7 +13,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from lvjax.generate import GenerationConfig, choose, left_align, process_logits
+from lvjax.generate import GenerationConfig, choose, process_logits, right_align
 
 
 @pytest.mark.parametrize(
@@ -63,8 +63,8 @@ def test_sampling_follows_filtered_distribution():
 def test_left_align_either_padding():
     ids = np.array([[0, 0, 5, 6], [7, 8, 9, 0]])
     mask = np.array([[0, 0, 1, 1], [1, 1, 1, 0]])
-    out, valid = left_align(ids, mask, 5, pad_id=1)
+    out, valid = right_align(ids, mask, 5, pad_id=1)
     np.testing.assert_array_equal(out, [[1, 1, 1, 5, 6], [1, 1, 7, 8, 9]])
     np.testing.assert_array_equal(valid, [[0, 0, 0, 1, 1], [0, 0, 1, 1, 1]])
     with pytest.raises(ValueError, match="prompt 1 is empty"):
-        left_align(ids, np.array([[1, 1, 1, 1], [0, 0, 0, 0]]), 5, 1)
+        right_align(ids, np.array([[1, 1, 1, 1], [0, 0, 0, 0]]), 5, 1)

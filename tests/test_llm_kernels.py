@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lvjax.compression import build_plan
 from lvjax.config import LLMConfig
+from lvjax.families.videochat_flash.compression import build_plan
+from lvjax.families.videochat_flash.drops import drops_for_plan
 from lvjax.models import llm
-from lvjax.models.drops import drops_for_plan
 from lvjax.models.qwen2 import Qwen2
 
 

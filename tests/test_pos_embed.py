@@ -7,8 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lvjax.config import VisionConfig
-from lvjax.models.pos_embed import resize_cubic, resize_linear, sinusoid_table, umt_pos_embed, vision_pos_embed
+from lvjax.models.pos_embed import (
+    resize_cubic,
+    resize_linear,
+    sinusoid_table,
+    umt_pos_embed,
+    vision_pos_embed,
+)
+from lvjax.models.umt import UMTConfig
 from tests.torch_umt import sinusoid_loop as _sinusoid_loop
 from tests.torch_umt import torch_pos_embed as _torch_pos_embed
 
@@ -54,7 +60,7 @@ def test_pos_embed_matches_fixture(ref, tiny_vcf_dir, frames):
     import json
 
     hf = json.loads((tiny_vcf_dir / "config.json").read_text())
-    cfg = VisionConfig.from_hf(dict(hf, mm_local_num_frames=frames))
+    cfg = UMTConfig.from_hf(dict(hf, mm_local_num_frames=frames))
     want = ref[f"L{frames}/vit_pos_embed"][0]
     got = vision_pos_embed(cfg)
     assert got.shape == want.shape

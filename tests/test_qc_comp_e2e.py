@@ -3,11 +3,15 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from lvjax.answer import EncodedVideo
 
 import lvjax
-from lvjax.answer import EncodedVideo
-from lvjax.selection import EDGE, QCCompConfig, chunk_clip_scores
-from lvjax.tiny import build_tiny_videochat_flash
+from lvjax.families.videochat_flash.selection import (
+    EDGE,
+    QCCompConfig,
+    chunk_clip_scores,
+)
+from lvjax.testing.tiny import build_tiny_videochat_flash
 
 
 def test_chunk_scores_through_all_layers_match_original(tiny_vcf_dir, ref):

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from lvjax.config import LLMConfig
-from lvjax.selection import EDGE, QCCompConfig, chunk_frames, chunk_starts, frame_scores, layer_clip_scores, select_frames
+from lvjax.families.videochat_flash.selection import (
+    EDGE,
+    QCCompConfig,
+    chunk_frames,
+    chunk_starts,
+    frame_scores,
+    layer_clip_scores,
+    select_frames,
+)
 
 
 def _starts_loop(T, d, stride=512, clip=8):

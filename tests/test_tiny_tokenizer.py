@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lvjax import prompt as P
-from lvjax.tiny import SPECIAL_TOKENS, build_tiny_tokenizer
+from lvjax.testing.tiny import SPECIAL_TOKENS, build_tiny_tokenizer
 
 TEXTS = [
     P.build_prompt(P.multiple_choice("What is the person in the video doing?", ["Cooking", "Dancing", "Reading"]),

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import jax.numpy as jnp
 
 from lvjax.models.tome import merge_clips, merge_schedule
 from tests.torch_umt import torch_tome

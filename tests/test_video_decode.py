@@ -10,12 +10,29 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from videos import (
+    decode_all,
+    frame_image,
+    frame_number,
+    truncate,
+    write_audio_only,
+    write_video,
+    write_zero_frames,
+)
 
 import lvjax.video.decode as dec
-from lvjax.video import (VideoError, VideoFrames, decode_all_frames, from_array, load_frames, plan_frames,
-                         probe_video, read_image_folder, read_video, sample_frame_indices)
-from videos import (decode_all, frame_image, frame_number, truncate, write_audio_only, write_video,
-                    write_zero_frames)
+from lvjax.video import (
+    VideoError,
+    VideoFrames,
+    decode_all_frames,
+    from_array,
+    load_frames,
+    plan_frames,
+    probe_video,
+    read_image_folder,
+    read_video,
+    sample_frame_indices,
+)
 
 N = 150
 VFR_MS = np.cumsum([0] + [40 if i % 3 else 110 for i in range(N - 1)])  # uneven gaps, ms

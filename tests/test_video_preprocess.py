@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lvjax.video import IMAGENET_MEAN, IMAGENET_STD, normalize, preprocess, resize_frames
+from lvjax.video import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    normalize,
+    preprocess,
+    resize_frames,
+)
 
 
 def test_frame0_of_video16_bit_identical(ref):

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from lvjax.video.sampling import (clip_window, duplicate_indices, num_sampled_frames, plan_frames,
-                                  sample_frame_indices, time_message)
+from lvjax.video.sampling import (
+    clip_window,
+    duplicate_indices,
+    num_sampled_frames,
+    plan_frames,
+    sample_frame_indices,
+    time_message,
+)
 
 
 def reference_indices(vlen, input_fps, target_fps, L, min_nf, max_nf):

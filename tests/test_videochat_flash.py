@@ -8,14 +8,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from lvjax.answer import EncodedVideo
 from safetensors.numpy import load_file
 
 import lvjax
-from lvjax.answer import EncodedVideo
 from lvjax.cli import main as cli
 from lvjax.config import ConfigError
-from lvjax.models import videochat_flash as vcf
-from lvjax.prompt import multiple_choice
+from lvjax.families.videochat_flash import model as vcf
+from lvjax.families.videochat_flash.prompt import multiple_choice
 
 QUESTION = multiple_choice("What is the person in the video doing?", ["Cooking", "Dancing", "Reading", "Swimming"])
 TIME_MSG = "\nThe video lasts for 4.00 seconds, and 16 frames are uniformly sampled from it. "
@@ -34,7 +34,7 @@ def encoded(model, ref):
 
 def test_prompt_and_splice_match_original(model, ref):
     prefix, suffix = model._prompt_ids(QUESTION, TIME_MSG, ())
-    np.testing.assert_array_equal(prefix + [vcf.IMAGE_TOKEN_INDEX] + suffix, ref["prompt16/input_ids"])
+    np.testing.assert_array_equal(prefix + [IMAGE_TOKEN_INDEX] + suffix, ref["prompt16/input_ids"])
     ids, valid = model._layout(prefix, 256, suffix, len(suffix))
     x = vcf.splice(model.params, model.config, jnp.asarray(ids), jnp.asarray(ref["L4/proj_out"])[None], len(prefix))
     assert valid.all()

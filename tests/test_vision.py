@@ -12,31 +12,30 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 
-from lvjax.config import VisionConfig
 from lvjax.convert.table import flatten_paths, hf_to_lvjax, lvjax_to_hf
-from lvjax.convert.vision import projector_rules, vision_rules
+from lvjax.families.videochat_flash.convert import projector_rules, vision_rules
 from lvjax.models.projector import Projector, projector_apply
-from lvjax.models.vision import UMTVisionTower, init_vision, vision_apply
+from lvjax.models.umt import UMTConfig, UMTVisionTower, init_vision, vision_apply
 from tests import torch_umt
 
 MEAN = np.array((0.485, 0.456, 0.406), np.float32)
 STD = np.array((0.229, 0.224, 0.225), np.float32)
 
 
-def _fixture_cfg(tiny_vcf_dir, frames: int = 4) -> tuple[VisionConfig, dict]:
+def _fixture_cfg(tiny_vcf_dir, frames: int = 4) -> tuple[UMTConfig, dict]:
     hf = json.loads((tiny_vcf_dir / "config.json").read_text())
-    return VisionConfig.from_hf(dict(hf, mm_local_num_frames=frames)), hf
+    return UMTConfig.from_hf(dict(hf, mm_local_num_frames=frames)), hf
 
 
 def _select(tensors: dict, *prefixes: str) -> dict:
     return {k: v for k, v in tensors.items() if k.startswith(prefixes)}
 
 
-def _rules(cfg: VisionConfig):
+def _rules(cfg: UMTConfig):
     return [*vision_rules(cfg, root="vision/"), *projector_rules(root="projector/")]
 
 
-def _expected_shapes(cfg: VisionConfig, d: int) -> dict:
+def _expected_shapes(cfg: UMTConfig, d: int) -> dict:
     clip = jax.ShapeDtypeStruct((1, cfg.num_frames, cfg.image_size, cfg.image_size, 3), jnp.float32)
     vis = jax.eval_shape(lambda c: UMTVisionTower(cfg).init(jax.random.PRNGKey(0), c), clip)["params"]
     proj = jax.eval_shape(
@@ -45,7 +44,7 @@ def _expected_shapes(cfg: VisionConfig, d: int) -> dict:
     return nn.unbox({"vision": vis, "projector": proj})
 
 
-def _load(path, cfg: VisionConfig):
+def _load(path, cfg: UMTConfig):
     tensors = _select(load_file(str(path)), torch_umt.VISION_PREFIX, torch_umt.PROJECTOR_PREFIX)
     params = hf_to_lvjax(tensors, _rules(cfg))
     return jax.tree_util.tree_map(jnp.asarray, params), tensors
@@ -72,7 +71,7 @@ def test_conversion_round_trip_fixture(tiny_vcf_dir):
 
 def test_rules_cover_umt_large():
     """UMT-L (448, 23 of 24 blocks, mm_vision_select_layer −2): rule paths = module params, real shapes."""
-    cfg = VisionConfig.from_hf({"mm_vision_tower": "umt-hd-large", "mm_vision_select_layer": -2, "mm_local_num_frames": 4})
+    cfg = UMTConfig.from_hf({"mm_vision_tower": "umt-hd-large", "mm_vision_select_layer": -2, "mm_local_num_frames": 4})
     shapes = {k: tuple(v.shape) for k, v in flatten_paths(_expected_shapes(cfg, 1536)).items()}
     rules = _rules(cfg)
     assert {r.path for r in rules} == set(shapes)
@@ -87,7 +86,7 @@ def test_rules_cover_umt_large():
 
 
 def test_param_tree_layout_and_logical_axes():
-    cfg = VisionConfig(image_size=32, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, num_frames=2)
+    cfg = UMTConfig(image_size=32, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, num_frames=2)
     boxed = init_vision(cfg, jax.random.PRNGKey(0))
     specs = flatten_paths(nn.get_partition_spec(boxed))
     assert specs["blocks/attn/qkv/kernel"] == jax.sharding.PartitionSpec("layers", "embed", "heads")
@@ -100,7 +99,7 @@ def test_param_tree_layout_and_logical_axes():
 
 
 def test_bad_frame_size_raises():
-    cfg = VisionConfig(image_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_frames=1)
+    cfg = UMTConfig(image_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_frames=1)
     params = init_vision(cfg, jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="32"):
         vision_apply(params, cfg, jnp.zeros((1, 1, 48, 48, 3)))
@@ -109,7 +108,7 @@ def test_bad_frame_size_raises():
 # ----------------------------------------------------------------------------- torch parity
 
 
-def _random_checkpoint(path, cfg: VisionConfig, d: int, seed: int = 0) -> None:
+def _random_checkpoint(path, cfg: UMTConfig, d: int, seed: int = 0) -> None:
     """Random weights in the original key names (non-trivial norms and biases)."""
     torch.manual_seed(seed)
     enc = torch_umt.UMTEncoder(cfg)
@@ -137,7 +136,7 @@ TINY = dict(patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_he
     ids=["448path-T4", "image-T1", "448path-T8-time-interp", "224path-T2", "no-qkv-bias"],
 )
 def test_parity_with_torch_reference(tmp_path, image_size, frames, qkv_bias):
-    cfg = VisionConfig(image_size=image_size, num_frames=frames, qkv_bias=qkv_bias, **TINY)
+    cfg = UMTConfig(image_size=image_size, num_frames=frames, qkv_bias=qkv_bias, **TINY)
     d = 24
     _random_checkpoint(tmp_path / "model.safetensors", cfg, d)
     params, tensors = _load(tmp_path / "model.safetensors", cfg)
@@ -158,7 +157,7 @@ def test_parity_with_torch_reference(tmp_path, image_size, frames, qkv_bias):
 
 
 def test_bf16_runs_close():
-    cfg = VisionConfig(image_size=64, num_frames=2, **TINY)
+    cfg = UMTConfig(image_size=64, num_frames=2, **TINY)
     params = nn.unbox(init_vision(cfg, jax.random.PRNGKey(0)))
     x = jax.random.normal(jax.random.PRNGKey(1), (1, 2, 64, 64, 3))
     ref = vision_apply(params, cfg, x)

@@ -1,6 +1,6 @@
 """End-to-end answering time per stage: read/decode, vision, merge, prefill, decode.
 
-A random-weight VideoChat-Flash (lvjax.tiny.build_tiny_videochat_flash into a temp dir,
+A random-weight VideoChat-Flash (lvjax.testing.tiny.build_tiny_videochat_flash into a temp dir,
 loaded with lvjax.load) answers a question about a synthetic H.264 video (rendered with
 PyAV, as `lvjax demo` does) at each frame count. Per frame count it runs two rounds:
 
@@ -41,7 +41,7 @@ QUESTION_1 = "What is the main activity shown in the clip?"
 QUESTION_2 = "Describe the video in detail."
 
 PRESETS = {
-    # lvjax.tiny defaults for the vision side (224 px, width 64, 2 blocks), a small LLM
+    # lvjax.testing.tiny defaults for the vision side (224 px, width 64, 2 blocks), a small LLM
     "tiny": dict(hidden=64, layers=8, heads=2, kv_heads=1, intermediate=128, vocab=None,
                  vision=dict(image_size=224, patch_size=16, hidden_size=64, num_hidden_layers=3, num_attention_heads=4)),
     # VideoChat-Flash-Qwen2_5-2B_res448: UMT-L (24 layers, select -2 → 23 blocks) + Qwen2.5-1.5B
@@ -71,7 +71,7 @@ def render_video(path: str, n_frames: int, fps: int, size: int) -> str:
 
 
 def _hf_config(p: dict, tok, local_num_frames: int = 4) -> dict:
-    from lvjax.tiny import TINY_VISION
+    from lvjax.testing.tiny import TINY_VISION
 
     vision = dict(TINY_VISION, **p["vision"])
     return {
@@ -93,10 +93,10 @@ def build_real(work: str, dtype: str, dry_run: bool):
     """The 2B shapes with random weights, built in memory (tokenizer: the tiny offline one)."""
     import flax.linen as nn
     import jax
-
     from lvjax.answer import VideoChatFlash
+
     from lvjax.families import family_for
-    from lvjax.tiny import build_tiny_tokenizer
+    from lvjax.testing.tiny import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer(work)
     config = _hf_config(PRESETS["real"], tok)
@@ -122,7 +122,7 @@ def build_real(work: str, dtype: str, dry_run: bool):
 
 def build_tiny(work: str, dtype: str):
     import lvjax
-    from lvjax.tiny import build_tiny_videochat_flash
+    from lvjax.testing.tiny import build_tiny_videochat_flash
 
     p = PRESETS["tiny"]
     folder = build_tiny_videochat_flash(os.path.join(work, "tiny"), hidden=p["hidden"], layers=p["layers"],

@@ -53,7 +53,7 @@ class Dims:
 
 
 def build(name: str, layers: int):
-    from lvjax.compression import build_plan
+    from lvjax.families.videochat_flash.compression import build_plan
 
     return build_plan(name, layers, 16, **(VCF_RECIPE if name != "xcomp_cosine" and name != "none" else {}))
 
@@ -121,7 +121,7 @@ def xla_flops(params, cfg, plan, n_text: int, n_visual: int, cache: dict, prefix
         total += cache[s]
     for e in plan.events:
         if e.rule == "attention":
-            from lvjax.models.drops import KeepTopAttention
+            from lvjax.families.videochat_flash.drops import KeepTopAttention
 
             s = plan.seq_len_at(e.after - 1, n_text, n_visual)
             nv = plan.count_before(e, n_visual)
@@ -155,8 +155,8 @@ def time_prefill(params, cfg, plan, n_text: int, n_visual: int, prefix: int, rep
     import jax
     import jax.numpy as jnp
 
+    from lvjax.families.videochat_flash.drops import drops_for_plan
     from lvjax.models import llm
-    from lvjax.models.drops import drops_for_plan
 
     drops = drops_for_plan(plan, cfg, n_visual)
     s = n_text + n_visual

@@ -12,7 +12,7 @@ the cross-check compiles the encode of one clip (no lax.map) and adds (blocks - 
 count of one ViT block compiled alone.
 
 Configs:
-  tiny    224 px, patch 16, width 64, 2 blocks, 4 heads, L = 4, LLM width 64 (lvjax.tiny)
+  tiny    224 px, patch 16, width 64, 2 blocks, 4 heads, L = 4, LLM width 64 (lvjax.testing.tiny)
   mid     224 px, patch 16, width 384, 11 blocks, 6 heads, L = 4, LLM width 512 (ViT-S-like)
   real    448 px, patch 16, width 1024, 23 blocks (UMT-L, select layer -2), 16 heads, L = 4,
           LLM width 1536: VideoChat-Flash-2B's vision side (for a GPU; slow on CPU)
@@ -44,8 +44,9 @@ CONFIGS = {
 
 
 def make_cfg(name: str, dtype: str, layers: int | None = None):
-    from lvjax.config import LLMConfig, VisionConfig
-    from lvjax.models.videochat_flash import VideoChatFlashConfig
+    from lvjax.config import LLMConfig
+    from lvjax.families.videochat_flash.model import VideoChatFlashConfig
+    from lvjax.models.umt import UMTConfig
 
     c = CONFIGS[name]
     v = dict(c["vision"], mlp_ratio=4.0, num_frames=4, ckpt_num_frame=4, tubelet_size=1, return_idx=-2,
@@ -55,7 +56,7 @@ def make_cfg(name: str, dtype: str, layers: int | None = None):
     d = c["llm_hidden"]
     llm = LLMConfig(vocab_size=256, hidden_size=d, intermediate_size=2 * d, num_hidden_layers=1,
                     num_attention_heads=max(1, d // 64), num_key_value_heads=1, dtype=dtype)
-    vision = VisionConfig(**v)
+    vision = UMTConfig(**v)
     return VideoChatFlashConfig(llm=llm, vision=vision, mm_hidden_size=vision.hidden_size)
 
 
@@ -65,7 +66,7 @@ def init(cfg, seed: int = 0) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from lvjax.models.videochat_flash import _vision_modules
+    from lvjax.families.videochat_flash.model import _vision_modules
 
     vision, projector = _vision_modules(cfg)
     k1, k2 = jax.random.split(jax.random.key(seed))
@@ -101,7 +102,7 @@ def flops_per_frame(cfg) -> dict:
 
 @functools.partial(jax.jit, static_argnames=("cfg", "clip_batch"))
 def encode(params, clips, *, cfg, clip_batch):
-    from lvjax.models import videochat_flash as vcf
+    from lvjax.families.videochat_flash import model as vcf
 
     return vcf.merge_and_project(params, cfg, vcf.vision_features(params, cfg, clips, clip_batch))
 
@@ -118,7 +119,7 @@ def xla_flops_per_frame(name: str, dtype: str) -> float | None:
     plus (num_blocks - 1) times one block compiled on its own."""
     import jax.numpy as jnp
 
-    from lvjax.models.vision import Block
+    from lvjax.models.umt import Block
 
     cfg = make_cfg(name, dtype)
     v = cfg.vision

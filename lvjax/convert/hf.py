@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from lvjax.config import ConfigError, read_json
 from lvjax.convert.table import ConversionError, hf_to_lvjax, lvjax_to_hf
-from lvjax.families import Family
+from lvjax.families.base import Family
 
 # Files copied along with the weights (tokenizer, generation settings).
 SIDE_FILES = (
@@ -86,7 +86,7 @@ def read_hf_folder(folder: str, progress: bool = True) -> tuple[dict, dict[str, 
 
 def hf_to_params(family: Family, cfg: Any, tensors: dict[str, np.ndarray], source: str, progress: bool = True):
     """Map HF tensors to a nested params dict; returns (params, stored_tied_lm_head)."""
-    ignore = {k for k in tensors if k.endswith("rotary_emb.inv_freq")}
+    ignore = family.ignored_keys(cfg, frozenset(tensors))
     stored_tied = False
     tied_key = family.tied_lm_head_key(cfg)
     if tied_key is not None and "lm_head.weight" in tensors:
@@ -122,16 +122,22 @@ def write_hf_folder(out: str, hf_config: dict, params, family: Family, cfg: Any,
         save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(hf_config, f, indent=2)
-        copy_side_files(side_dir, tmp)
+        copy_side_files(side_dir, tmp, family.side_folders(hf_config))
+        family.write_side_folders(tmp, cfg, tensors)
     return tensors
 
 
-def copy_side_files(src: str | None, dst: str) -> None:
+def copy_side_files(src: str | None, dst: str, folders: tuple[str, ...] = ()) -> None:
+    """Copy the tokenizer/generation files and the family's side folders (e.g. 'vision_tower/') from src to dst."""
     if src is None:
         return
     for name in SIDE_FILES:
         if os.path.isfile(os.path.join(src, name)):
             shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
+    for folder in folders:
+        if not os.path.isdir(os.path.join(src, folder)):
+            raise ConfigError(f"{os.path.join(src, folder)}: missing (the model's config.json names this sub-folder)")
+        shutil.copytree(os.path.join(src, folder), os.path.join(dst, folder))
 
 
 class atomic_dir:

@@ -29,6 +29,8 @@ import numpy as np
 from lvjax.config import ConfigError, LLMConfig
 from lvjax.generate import GenerationConfig
 
+IMAGE_TOKEN_INDEX = -200  # the LLaVA-style <image> placeholder id of `tokenizer_image_token`
+
 if TYPE_CHECKING:  # the handle imports the families, not the other way round
     from lvjax.model import Model
     from lvjax.video import VideoFrames
@@ -65,7 +67,8 @@ class Encoded:
     frames: the sampled `VideoFrames` it came from. seconds: per stage ('read', 'vision', …).
     stages: named intermediates (filled when encoded with `intermediates=True`: 'pixels',
     'vision', 'merge_assign', 'projector', …). cache: the family's reuse cache (e.g. a
-    prefilled [system + video] KV cache keyed by prompt prefix and plan).
+    prefilled [system + video] KV cache keyed by prompt prefix and plan). n_valid: with frame
+    buckets, the first n_valid visual tokens are real and the rest padding.
     """
 
     visual: Any
@@ -73,6 +76,7 @@ class Encoded:
     seconds: dict[str, float]
     stages: dict[str, Any] = dataclasses.field(default_factory=dict)
     cache: dict = dataclasses.field(default_factory=dict)
+    n_valid: int | None = None  # real visual tokens when `visual` is padded to a frame bucket
 
     @property
     def num_frames(self) -> int:
@@ -105,8 +109,8 @@ class Family(abc.ABC):
         """The language model's config (vocabulary, layers, eos)."""
 
     @abc.abstractmethod
-    def with_dtypes(self, cfg: Any, dtype: str, param_dtype: str) -> Any:
-        """The config with compute / storage dtypes set on every tower."""
+    def with_dtypes(self, cfg: Any, dtype: str, param_dtype: str, remat_policy: str | None = None) -> Any:
+        """The config with compute / storage dtypes set on every tower (and the LLM's remat policy)."""
 
     def describe(self, cfg: Any) -> dict:
         """Sizes for `lvjax info`: {'llm': {...}, 'vision': {...} (video families)}."""

@@ -21,7 +21,13 @@ import jax
 import jax.numpy as jnp
 
 from lvjax.config import LLMConfig
-from lvjax.models.qwen2 import Qwen2, causal_mask, decoder_stack, positions_from_valid, rope_cos_sin
+from lvjax.models.qwen2 import (
+    Qwen2,
+    causal_mask,
+    decoder_stack,
+    positions_from_valid,
+    rope_cos_sin,
+)
 
 # A drop: (hidden (B,S,D), valid (B,S), positions (B,S), query (B,S) bool, params of the next layer,
 #          visual_start, n_visual) → kept indices (B, n_keep) into the current visual block, ascending.
@@ -111,6 +117,19 @@ def causal_layout(length: int, pad_span: tuple[int, int] | tuple[()]):
     return Layout((Segment(start, is_global=True), Segment(stop - start, seq=-1), Segment(length - stop)))
 
 
+def _span_after_drop(span: tuple[int, int], drop: Drop, visual_start: int, n_visual: int) -> tuple[int, int]:
+    """The static padding span after `drop`: it moves left by the dropped tokens before it.
+
+    A span that starts inside the visual block (frame-bucket padding at its end) needs a drop
+    with static indices (`kept_below`), which says how many kept tokens precede it.
+    """
+    start, stop = span
+    dropped = n_visual - drop.n_keep
+    if start >= visual_start + n_visual:
+        return start - dropped, stop - dropped
+    return visual_start + drop.select.kept_below(start - visual_start), stop - dropped
+
+
 def _run_stage(params, cfg, x, valid, start, stop, hiddens: list | None, layout=None):
     """Layers [start, stop) over the whole sequence; layer by layer when every input is wanted."""
     mask, positions = causal_mask(valid), positions_from_valid(valid)
@@ -141,8 +160,8 @@ def prefill(
     """Prefill embeddings x (B, T, D) with padding mask `valid` (B, T).
 
     `query` (B, T) bool marks the rows attention-based drops score from (default: the last slot).
-    `pad_span` states the padding statically — () none, (start, stop) exactly that span after the
-    visual block, None unknown — which lets self-attention use the block-sparse kernels
+    `pad_span` states the padding statically — () none, (start, stop) exactly that span (after the
+    visual block, or from inside it when its tail is frame-bucket padding), None unknown — which lets self-attention use the block-sparse kernels
     (`use_kernels`); otherwise it is dense with a mask from `valid`.
 
     Returns (final hidden (B, S_last, D) before the final norm, valid of the last stage,
@@ -153,13 +172,11 @@ def prefill(
     if query is None:
         query = jnp.zeros(valid.shape, bool).at[:, -1].set(True)
     caches, hiddens = [], []
-    dropped = 0  # visual tokens removed so far (the padding span moves left by as many)
     for start, stop, drop in _stages(n_layers, drops):
         if stop > start:
             layout = None
             if pad_span is not None and use_kernels(cfg):
-                span = tuple(p - dropped for p in pad_span)
-                layout = causal_layout(x.shape[1], span)
+                layout = causal_layout(x.shape[1], pad_span)
             x, kv = _run_stage(params, cfg, x, valid, start, stop, hiddens if return_hidden else None, layout)
             if max_new:
                 pad = [(0, 0), (0, 0), (0, max_new), (0, 0), (0, 0)]
@@ -170,7 +187,8 @@ def prefill(
             next_layer = jax.tree.map(lambda a: a[min(stop, n_layers - 1)], params["layers"])
             keep = drop.select(x, valid, positions_from_valid(valid), query, next_layer, visual_start, n_visual)
             x, valid, query = gather_visual([x, valid, query], keep, visual_start, n_visual)
-            dropped += n_visual - drop.n_keep
+            if pad_span:
+                pad_span = _span_after_drop(pad_span, drop, visual_start, n_visual)
             n_visual = drop.n_keep
     return x, valid, (caches if max_new else None), hiddens
 

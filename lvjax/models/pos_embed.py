@@ -148,6 +148,6 @@ def umt_pos_embed(
 
 
 def vision_pos_embed(cfg, num_frames: int | None = None) -> np.ndarray:
-    """`umt_pos_embed` for a `VisionConfig` (T defaults to cfg.num_frames // tubelet_size)."""
+    """`umt_pos_embed` for a `UMTConfig` (T defaults to cfg.num_frames // tubelet_size)."""
     t = cfg.num_frames // cfg.tubelet_size if num_frames is None else num_frames
     return umt_pos_embed(cfg.image_size, cfg.patch_size, cfg.hidden_size, t, cfg.ckpt_num_frame)

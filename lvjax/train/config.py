@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from lvjax import families
 from lvjax.config import ConfigError
 
 # Logical axis → mesh axes (MaxText-style). Params: embed is FSDP-sharded, heads/mlp/vocab
@@ -43,7 +44,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 
 @dataclasses.dataclass
 class ModelSection:
-    """`family`: 'qwen2' (text-only LM objective) or 'videochat_flash' (video objective).
+    """`family`: a registered family name ('qwen2' text-only LM objective, 'videochat_flash', … video objective).
 
     `init`: an HF folder or lvjax checkpoint to start from; when null, parameters are random
     with the sizes of `hf_config` (a config.json dict; used by the tiny twins). `hf_overrides`
@@ -225,8 +226,8 @@ def from_dict(raw: dict, source: str = "<config>") -> TrainConfig:
 def validate(cfg: TrainConfig) -> None:
     """Cross-field checks (raise ConfigError naming the key)."""
     s = cfg.source
-    if cfg.model.family not in ("qwen2", "videochat_flash"):
-        raise ConfigError(f"{s}: model.family={cfg.model.family!r} (expected 'qwen2' or 'videochat_flash')")
+    if cfg.model.family not in families.names():
+        raise ConfigError(f"{s}: model.family={cfg.model.family!r} (expected one of {', '.join(families.names())})")
     if cfg.model.init is None and cfg.model.hf_config is None:
         raise ConfigError(f"{s}: set model.init (checkpoint) or model.hf_config (random init)")
     if cfg.model.remat_policy not in ("none", "full", "dots", "minimal"):

@@ -36,9 +36,9 @@ import grain
 import numpy as np
 
 from lvjax.config import ConfigError
+from lvjax.families.base import IMAGE_TOKEN_INDEX  # noqa: E402  (re-exported)
 from lvjax.train.config import DataSection
 
-IMAGE_TOKEN_INDEX = -200
 IGNORE_INDEX = -100
 IMAGE = "<image>"
 log = logging.getLogger("lvjax.train.data")
@@ -150,7 +150,7 @@ def chat_segments(conversations: list[dict], time_msg: str | None, system: str) 
     inference prompt): the first human turn becomes "<image>\\n{time_msg.strip()} {question}"
     when there is a video. Answers are labelled together with their closing <|im_end|>."""
     try:
-        from lvjax.prompt import render_chatml, video_user_turn
+        from lvjax.families.videochat_flash.prompt import render_chatml, video_user_turn
     except ImportError:  # prompt module absent: the same template, inline
         def render_chatml(messages, system):
             out = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""

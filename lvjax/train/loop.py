@@ -16,7 +16,10 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from lvjax.config import ConfigError
+from lvjax import checkpoint
+from lvjax.api import read_any
+from lvjax.config import ConfigError, read_json
+from lvjax.families import family_by_name, family_for
 from lvjax.train import metrics as M
 from lvjax.train import objective, optim
 from lvjax.train.checkpointing import Checkpointer
@@ -39,52 +42,41 @@ def build_spec(cfg: TrainConfig, load_params: bool = True) -> tuple[objective.Ob
     With load_params=False only the config of `model.init` is read (resuming: the params come
     from the training checkpoint)."""
     m = cfg.model
+    family = family_by_name(m.family)
     params = None
     if m.init:
-        from lvjax.api import read_any
-
         if load_params:
-            family, model_cfg, params, hf, *_ = read_any(m.init)
+            found, model_cfg, params, hf, *_ = read_any(m.init)
         else:
-            family, model_cfg, hf = _read_config_only(m.init)
-        if family.name != m.family:
-            raise ConfigError(f"{cfg.source}: model.family={m.family!r} but {m.init} holds a {family.name!r} model")
+            found, model_cfg, hf = _read_config_only(m.init)
+        if found.name != m.family:
+            raise ConfigError(f"{cfg.source}: model.family={m.family!r} but {m.init} holds a {found.name!r} model")
         if m.hf_overrides:
             model_cfg = family.config_from_hf({**hf, **m.hf_overrides}, f"{cfg.source}: model.hf_overrides")
-    elif m.family == "qwen2":
-        from lvjax.config import LLMConfig
-
-        model_cfg = LLMConfig.from_hf({**m.hf_config, **m.hf_overrides}, f"{cfg.source}: model.hf_config")
     else:
-        from lvjax.models.videochat_flash import VideoChatFlashConfig
-
-        model_cfg = VideoChatFlashConfig.from_hf({**m.hf_config, **m.hf_overrides}, f"{cfg.source}: model.hf_config")
-    if m.family == "qwen2":
-        model_cfg = model_cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat_policy=m.remat_policy)
-    else:
-        model_cfg = model_cfg.with_dtypes(m.dtype, m.param_dtype)
-        model_cfg = model_cfg.replace(llm=model_cfg.llm.replace(remat_policy=m.remat_policy))
+        model_cfg = family.config_from_hf({**m.hf_config, **m.hf_overrides}, f"{cfg.source}: model.hf_config")
+    model_cfg = family.with_dtypes(model_cfg, m.dtype, m.param_dtype, remat_policy=m.remat_policy)
     return objective.ObjectiveSpec(m.family, model_cfg, m.compression), params
 
 
 def _read_config_only(path: str):
     """(family, config, hf_config) of an HF folder or lvjax checkpoint without reading weights."""
-    from lvjax import checkpoint
-    from lvjax.config import read_json
-    from lvjax.families import family_by_name, family_for
-
     if checkpoint.is_lvjax_checkpoint(path):
         meta = read_json(os.path.join(path, checkpoint.META))
         family, hf, src = family_by_name(meta["family"]), meta["hf_config"], os.path.join(path, checkpoint.META)
     else:
         src = os.path.join(path, "config.json")
         hf = read_json(src)
-        family = family_for(hf, src)
+        family = family_for(hf, source=src)
     return family, family.config_from_hf(hf, src), hf
 
 
+def _is_video(spec) -> bool:
+    return family_by_name(spec.family).sampling(spec.model_cfg) is not None
+
+
 def _device_keys(spec) -> tuple[str, ...]:
-    return TEXT_KEYS if spec.family == "qwen2" else VIDEO_KEYS
+    return VIDEO_KEYS if _is_video(spec) else TEXT_KEYS
 
 
 def _agree_frame_bucket(batch: dict) -> dict:
@@ -100,8 +92,7 @@ def _agree_frame_bucket(batch: dict) -> dict:
 
 
 def _llm_sizes(spec):
-    llm_cfg = spec.model_cfg if spec.family == "qwen2" else spec.model_cfg.llm
-    return llm_cfg
+    return family_by_name(spec.family).llm_config(spec.model_cfg)
 
 
 def train(cfg: TrainConfig, *, verbose: bool = True) -> dict:
@@ -125,7 +116,7 @@ def train(cfg: TrainConfig, *, verbose: bool = True) -> dict:
     n_proc, p_idx = jax.process_count(), jax.process_index()
     if t.global_batch % n_proc:
         raise ConfigError(f"{cfg.source}: train.global_batch={t.global_batch} not divisible by {n_proc} processes")
-    data_it = _make_data(cfg, t.global_batch // n_proc, p_idx, n_proc)
+    data_it = _make_data(cfg, t.global_batch // n_proc, p_idx, n_proc, _is_video(spec))
     if latest is not None:
         _, state_sh = _shardings_only(spec, tx, t.seed, mesh, rules)
         state = ckpt.restore(latest, abstract_state(state_sh, spec, tx, t.seed), data_it)
@@ -135,6 +126,7 @@ def train(cfg: TrainConfig, *, verbose: bool = True) -> dict:
         resumed = None
     n_train, n_frozen = optim.count(state["params"], labels)
     llm_cfg = _llm_sizes(spec)
+    per_frame = family_by_name(spec.family).visual_tokens_per_frame(spec.model_cfg)
     n_embed = llm_cfg.vocab_size * llm_cfg.hidden_size
     sink = M.MetricSink(t.output_dir, t.tensorboard)
     peak = M.peak_tflops(t.peak_tflops_per_device)
@@ -191,7 +183,7 @@ def train(cfg: TrainConfig, *, verbose: bool = True) -> dict:
             host = _agree_frame_bucket(host)
             if step == start:
                 _check_vocab(host, llm_cfg.vocab_size, cfg)
-            if spec.family != "qwen2":
+            if _is_video(spec):
                 try:
                     vs = objective.visual_start_of(host["input_ids"])
                 except ValueError as e:
@@ -208,8 +200,8 @@ def train(cfg: TrainConfig, *, verbose: bool = True) -> dict:
             step += 1
             n_tok = float(np.sum(host["valid"])) * n_proc
             n_frames = float(np.sum(host["n_frames"])) * n_proc
-            vis_tok = n_frames * 16 if spec.family != "qwen2" else 0.0
-            seq = host["valid"].shape[1] + (host["frames"].shape[1] * 16 if spec.family != "qwen2" else 0)
+            vis_tok = n_frames * per_frame
+            seq = host["valid"].shape[1] + (host["frames"].shape[1] * per_frame if per_frame else 0)
             tok_acc += n_tok + vis_tok
             frames_acc += n_frames
             flops_acc += (n_tok + vis_tok) * M.llm_flops_per_token(
@@ -243,7 +235,7 @@ def _shardings_only(spec, tx, seed, mesh, rules):
     return None, state_shardings(tx, nn.unbox(boxed), param_sh, mesh)
 
 
-def _make_data(cfg: TrainConfig, per_host: int, p_idx: int, n_proc: int):
+def _make_data(cfg: TrainConfig, per_host: int, p_idx: int, n_proc: int, require_media: bool):
     from lvjax.train.data import TrainIterator
 
     if cfg.data.train_jsonl is None:
@@ -254,7 +246,7 @@ def _make_data(cfg: TrainConfig, per_host: int, p_idx: int, n_proc: int):
             raise ConfigError(f"{cfg.source}: data.tokenizer is not set (and model.init has no tokenizer)")
         cfg.data.tokenizer = tok
     return TrainIterator(cfg.data, per_host, process_index=p_idx, process_count=n_proc,
-                         require_media=cfg.model.family != "qwen2")
+                         require_media=require_media)
 
 
 def _check_vocab(host: dict, vocab: int, cfg: TrainConfig) -> None:

@@ -5,11 +5,33 @@
 float32 (T, 448, 448, 3). Errors a user can cause raise `VideoError` naming the file.
 """
 
-from lvjax.video.decode import (IMAGE_EXTENSIONS, VideoError, VideoFrames, decode_all_frames, from_array,
-                                load_frames, probe_video, read_image_folder, read_video)
-from lvjax.video.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize, preprocess, resize_frames
-from lvjax.video.sampling import (FramePlan, clip_window, duplicate_indices, num_sampled_frames, plan_frames,
-                                  sample_frame_indices, time_message)
+from lvjax.video.decode import (
+                                IMAGE_EXTENSIONS,
+                                VideoError,
+                                VideoFrames,
+                                decode_all_frames,
+                                from_array,
+                                load_frames,
+                                probe_video,
+                                read_image_folder,
+                                read_video,
+)
+from lvjax.video.preprocess import (
+                                IMAGENET_MEAN,
+                                IMAGENET_STD,
+                                normalize,
+                                preprocess,
+                                resize_frames,
+)
+from lvjax.video.sampling import (
+                                FramePlan,
+                                clip_window,
+                                duplicate_indices,
+                                num_sampled_frames,
+                                plan_frames,
+                                sample_frame_indices,
+                                time_message,
+)
 
 __all__ = [
     "FramePlan", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "VideoError", "VideoFrames", "clip_window",

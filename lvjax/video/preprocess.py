@@ -39,12 +39,17 @@ def resize_frames(frames: np.ndarray, size: int | tuple[int, int] = 448) -> np.n
     return out
 
 
-def normalize(frames: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
-    """(…, 3) uint8 → float32: ``((x * (1/255)) as float64 → float32 - mean) / std`` in float32."""
-    x = (np.asarray(frames).astype(np.float64) * (1 / 255)).astype(np.float32)
-    m = np.asarray(mean, np.float32)
-    s = np.asarray(std, np.float32)
-    return (x - m) / s
+def normalize(frames, mean=IMAGENET_MEAN, std=IMAGENET_STD, xp=np):
+    """(…, 3) uint8 → float32 ``(x * (1/255) - mean) / std``.
+
+    With numpy the rescale is in float64 then cast (bit-identical to the processor); with
+    `xp=jax.numpy` (inside jit, training) everything is float32.
+    """
+    if xp is np:
+        x = (np.asarray(frames).astype(np.float64) * (1 / 255)).astype(np.float32)
+    else:
+        x = frames.astype(xp.float32) * xp.float32(1 / 255)
+    return (x - xp.asarray(mean, xp.float32)) / xp.asarray(std, xp.float32)
 
 
 def preprocess(frames: np.ndarray, size: int | tuple[int, int] = 448, *, mean=IMAGENET_MEAN,

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from lvjax.attention import attention_probs
 from lvjax.config import LLMConfig
+from lvjax.models.llm import Drop
 from lvjax.models.qwen2 import RMSNorm, causal_mask, scoring_projection
 
 
@@ -27,6 +28,10 @@ class KeepStatic:
     def __call__(self, x, valid, positions, query, layer_params, visual_start, n_visual):
         idx = jnp.asarray(self.indices, jnp.int32)
         return jnp.broadcast_to(idx, (x.shape[0], idx.shape[0]))
+
+    def kept_below(self, n: int) -> int:
+        """How many kept indices are < n (the kept tokens before a static padding span)."""
+        return sum(i < n for i in self.indices)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +63,6 @@ class KeepTopAttention:
 
 def drops_for_plan(plan, cfg: LLMConfig, n_visual: int) -> tuple:
     """The `llm.Drop`s of a `CompressionPlan` for a visual block of `n_visual` tokens (static)."""
-    from lvjax.models.llm import Drop
-
     drops = []
     for event in plan.events:
         n_keep = plan.keep_count(event, n_visual)

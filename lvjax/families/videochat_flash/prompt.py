@@ -18,7 +18,8 @@ from __future__ import annotations
 import string
 from typing import Any, Sequence
 
-IMAGE_TOKEN_INDEX = -200
+from lvjax.families.base import IMAGE_TOKEN_INDEX  # noqa: E402  (re-exported)
+
 DEFAULT_IMAGE_TOKEN = "<image>"
 SYSTEM_PROMPT = "You are a helpful assistant."
 IM_START = "<|im_start|>"

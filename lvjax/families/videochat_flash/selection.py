@@ -33,10 +33,11 @@ import numpy as np
 
 from lvjax.attention import attention_probs
 from lvjax.config import LLMConfig
+from lvjax.families.base import IMAGE_TOKEN_INDEX
+from lvjax.families.videochat_flash import model as vcf
+from lvjax.families.videochat_flash.prompt import first_conv_length
 from lvjax.models import llm
-from lvjax.models import videochat_flash as vcf
 from lvjax.models.qwen2 import RMSNorm, scoring_projection
-from lvjax.prompt import first_conv_length
 
 EDGE = 1e9  # score of clips not covered by the maximum number of windows
 
@@ -187,31 +188,59 @@ def chunk_clip_scores(params: dict, x: jax.Array, *, cfg: LLMConfig, drops: tupl
     return jnp.stack(scores)
 
 
-def select_and_encode(model, encoded, prefix: list[int], suffix: list[int], plan_name: str, qc: QCCompConfig):
-    """QC-Comp for a loaded VideoChat-Flash: score chunks, keep the top K frames, encode them.
+class ClipCache:
+    """Visual tokens per clip (a tuple of source frame indices), so no clip is encoded twice.
 
-    Returns (visual tokens of the selected frames (K·16, D), report entries).
+    `encode_fn(frames_u8)` → (tokens (n·16, D), ...) encodes whole clips of `clip_len` frames.
+    """
+
+    def __init__(self, frames_u8: np.ndarray, encode_fn, clip_len: int, tokens_per_frame: int):
+        self.frames, self.encode_fn, self.clip_len, self.tpf = frames_u8, encode_fn, clip_len, tokens_per_frame
+        self.clips: dict[tuple[int, ...], jax.Array] = {}
+        self.frames_encoded = 0
+
+    def tokens(self, indices: np.ndarray) -> jax.Array:
+        """Visual tokens of frames `indices` (padded with the last index to whole clips) → (n·16, D)."""
+        idx = [int(i) for i in indices]
+        idx += [idx[-1]] * (-len(idx) % self.clip_len)
+        clips = [tuple(idx[i:i + self.clip_len]) for i in range(0, len(idx), self.clip_len)]
+        missing = list(dict.fromkeys(c for c in clips if c not in self.clips))
+        if missing:
+            visual = self.encode_fn(self.frames[np.concatenate(missing)])[0]
+            per_clip = self.clip_len * self.tpf
+            for j, c in enumerate(missing):
+                self.clips[c] = visual[j * per_clip:(j + 1) * per_clip]
+            self.frames_encoded += len(missing) * self.clip_len
+        return jnp.concatenate([self.clips[c] for c in clips])
+
+
+def select_frames_qc(params: dict, cfg, tokenizer, frames_u8: np.ndarray, prefix: list[int], suffix: list[int],
+                     drops_fn, encode_fn, qc: QCCompConfig):
+    """QC-Comp on raw frames: score chunks, keep the top K frames, return their visual tokens (K·16, D).
+
+    `encode_fn` encodes frames (the caller's ViT → ToMe → projector); `drops_fn(n_visual)` gives
+    the real forward's compression. Each clip is encoded once (chunks overlap; a frame appears in
+    another clip only when a chunk starts off the clip grid, as in the original's per-chunk encode).
     """
     t0 = time.perf_counter()
-    frames, T = encoded.frames, encoded.num_frames
-    cfg = model.config
+    T = len(frames_u8)
+    cache = ClipCache(frames_u8, encode_fn, cfg.local_num_frames, cfg.tokens_per_frame)
     per_clip = qc.clip_frames * cfg.tokens_per_frame
     n_visual = qc.chunk_frames * cfg.tokens_per_frame
-    drops = model.drops(plan_name, n_visual)
-    n_after = first_conv_length(prefix + [vcf.IMAGE_TOKEN_INDEX] + suffix, model.tokenizer) - len(prefix) - 1
+    drops = drops_fn(n_visual)
+    n_after = first_conv_length(prefix + [IMAGE_TOKEN_INDEX] + suffix, tokenizer) - len(prefix) - 1
     starts = chunk_starts(T, qc)
     ids = np.asarray([prefix + [0] * n_visual + suffix], np.int32)
     scores = []
     for start in starts:
-        visual, _ = model._encode(frames[chunk_frames(T, start, qc)])
-        x = vcf.splice(model.params, cfg, jnp.asarray(ids), visual[None], len(prefix))
-        scores.append(np.asarray(chunk_clip_scores(model.params["llm"], x, cfg=cfg.llm, drops=drops,
+        visual = cache.tokens(chunk_frames(T, start, qc))
+        x = vcf.splice(params, cfg, jnp.asarray(ids), visual[None], len(prefix))
+        scores.append(np.asarray(chunk_clip_scores(params["llm"], x, cfg=cfg.llm, drops=drops,
                                                    visual_start=len(prefix), n_visual=n_visual,
                                                    n_clips=n_visual // per_clip, n_after=n_after, qc=qc)))
     t1 = time.perf_counter()
     picked = select_frames(frame_scores(np.stack(scores), starts, T, qc), qc.n_select)
-    visual, _ = model._encode(frames[picked])
-    report = {"qc_chunks": len(starts), "qc_selected_frames": picked.tolist(), "seconds_qc_scoring": round(t1 - t0, 4),
-              "seconds_qc_encode": round(time.perf_counter() - t1, 4)}
+    visual = cache.tokens(picked)
+    report = {"qc_chunks": len(starts), "qc_selected_frames": picked.tolist(), "qc_frames_encoded": cache.frames_encoded,
+              "seconds_qc_scoring": round(t1 - t0, 4), "seconds_qc_encode": round(time.perf_counter() - t1, 4)}
     return visual, report
-

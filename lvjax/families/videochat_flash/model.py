@@ -17,11 +17,13 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from lvjax.config import ConfigError, LLMConfig, VisionConfig
+from lvjax.config import ConfigError, LLMConfig
 from lvjax.models import llm
+from lvjax.models.projector import Projector
 from lvjax.models.qwen2 import Qwen2
+from lvjax.models.tome import merge_clips
+from lvjax.models.umt import UMTConfig, UMTVisionTower
 
-IMAGE_TOKEN_INDEX = -200  # the original's <image> placeholder id
 SUPPORTED_PROJECTORS = ("tome16_mlp_hd64",)
 
 
@@ -30,7 +32,7 @@ class VideoChatFlashConfig:
     """The three towers' configs plus the multimodal fields of `config.json`."""
 
     llm: LLMConfig
-    vision: VisionConfig
+    vision: UMTConfig
     mm_hidden_size: int
     tokens_per_frame: int = 16  # ToMe target per frame ("tome16")
     default_compression: str = "none"
@@ -50,7 +52,7 @@ class VideoChatFlashConfig:
         projector = hf.get("mm_projector_type")
         if projector not in SUPPORTED_PROJECTORS:
             raise ConfigError(f"{source}: mm_projector_type={projector!r} is not supported (supported: {SUPPORTED_PROJECTORS})")
-        vision = VisionConfig.from_hf(hf, source)
+        vision = UMTConfig.from_hf(hf, source)
         mm_hidden = int(hf.get("mm_hidden_size", vision.hidden_size))
         if mm_hidden != vision.hidden_size:
             raise ConfigError(f"{source}: mm_hidden_size={mm_hidden} differs from the vision width {vision.hidden_size}")
@@ -77,9 +79,6 @@ class VideoChatFlashConfig:
 
 
 def _vision_modules(cfg: VideoChatFlashConfig):
-    from lvjax.models.projector import Projector
-    from lvjax.models.vision import UMTVisionTower
-
     return UMTVisionTower(cfg.vision), Projector(cfg.llm.hidden_size, dtype=cfg.llm.dtype, param_dtype=cfg.llm.param_dtype)
 
 
@@ -109,63 +108,20 @@ def vision_features(params: dict, cfg: VideoChatFlashConfig, clips: jax.Array, c
     return jax.lax.map(lambda c: run(c[None])[0], clips, batch_size=clip_batch)
 
 
-def merge_and_project(params: dict, cfg: VideoChatFlashConfig, features: jax.Array) -> jax.Array:
-    """ToMe to `tokens_per_frame`·L tokens per clip, then the MLP: (n_clips, N, C) → (n_clips·16L, D)."""
-    from lvjax.models.tome import merge_clips
+def merge_and_project(params: dict, cfg: VideoChatFlashConfig, features: jax.Array, return_stages: bool = False):
+    """ToMe to `tokens_per_frame`·L tokens per clip, then the MLP: (n_clips, N, C) → (n_clips·16L, D).
 
+    With `return_stages`, also {'merge_assign': (n_clips, N) int32, 'merged': (n_clips, 16L, C)}.
+    """
     _, projector = _vision_modules(cfg)
     target = cfg.tokens_per_frame * features.shape[1] // cfg.vision.tokens_per_frame
-    merged = merge_clips(features, cfg.vision.num_attention_heads, target)[0]
+    merged, _, assign = merge_clips(features, cfg.vision.num_attention_heads, target, return_assign=True)
     out = projector.apply({"params": params["projector"]}, merged)
-    return out.reshape(-1, out.shape[-1])
+    out = out.reshape(-1, out.shape[-1])
+    return (out, {"merge_assign": assign, "merged": merged}) if return_stages else out
 
 
 def splice(params: dict, cfg: VideoChatFlashConfig, ids: jax.Array, visual: jax.Array, visual_start: int) -> jax.Array:
     """Token embeddings of ids (B, S) with the visual block (B, Nv, D) written at `visual_start`."""
     x = llm.embed(params["llm"], cfg.llm, ids)
     return jax.lax.dynamic_update_slice_in_dim(x, visual.astype(x.dtype), visual_start, axis=1)
-
-
-# ----------------------------------------------------------------------------- family
-
-
-def family():
-    from lvjax.convert.llm import llm_rules
-    from lvjax.convert.vision import projector_rules, vision_rules
-    from lvjax.families import Family
-
-    def rules(cfg: VideoChatFlashConfig):
-        return [
-            *llm_rules(cfg.llm, root="llm/"),
-            *vision_rules(cfg.vision, root="vision/"),
-            *projector_rules(root="projector/"),
-        ]
-
-    def to_hf(cfg: VideoChatFlashConfig) -> dict:
-        return {
-            "architectures": ["VideoChatFlashQwenForCausalLM"],
-            "model_type": "videochat_flash_qwen",
-            **cfg.llm.to_hf(),
-            "mm_vision_tower": "umt-hd-large" if cfg.vision.image_size == 448 else "umt-large",
-            "vision_tower_config": cfg.vision.to_hf_override(),
-            "mm_hidden_size": cfg.mm_hidden_size,
-            "mm_projector_type": "tome16_mlp_hd64",
-            "mm_vision_select_layer": cfg.vision.return_idx,
-            "mm_local_num_frames": cfg.local_num_frames,
-            "mm_newline_position": "nothing",
-            "mm_patch_merge_type": "spatial_nopad",
-            "mm_llm_compress": False,
-            "llm_compress_type": "attention",
-            "llm_compress_layer_list": list(cfg.compress_layers) or [24],
-            "llm_image_token_ratio_list": list(cfg.compress_ratios) or [1.0, 0.5],
-        }
-
-    return Family(
-        name="videochat_flash",
-        config_from_hf=VideoChatFlashConfig.from_hf,
-        config_to_hf=to_hf,
-        rules=rules,
-        init=init_params,
-        tied_lm_head_key=lambda cfg: "model.embed_tokens.weight" if cfg.llm.tie_word_embeddings else None,
-    )
-

@@ -16,14 +16,14 @@ HF keys (prefixes as in the VideoChat-Flash checkpoints) ↔ lvjax paths under `
 
 from __future__ import annotations
 
-from lvjax.config import VisionConfig
 from lvjax.convert.table import CONV3D, IDENTITY, LINEAR, Rule
+from lvjax.models.umt import UMTConfig
 
 VISION_PREFIX = "model.vision_tower.vision_tower.encoder."
 PROJECTOR_PREFIX = "model.mm_projector."
 
 
-def vision_rules(cfg: VisionConfig, root: str = "", prefix: str = VISION_PREFIX) -> list[Rule]:
+def vision_rules(cfg: UMTConfig, root: str = "", prefix: str = VISION_PREFIX) -> list[Rule]:
     """Rules for the UMT ViT whose lvjax params sit under `root` ('' or e.g. 'vision/').
 
     Block weights are stacked over the cfg.num_blocks scanned blocks.

@@ -22,19 +22,98 @@ N = cfg.num_blocks (23 for UMT-L with mm_vision_select_layer −2), M = C·mlp_r
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from lvjax.attention import attend
-from lvjax.config import VisionConfig
+from lvjax.config import ConfigError
 from lvjax.models.pos_embed import vision_pos_embed
 from lvjax.models.stack import scanned
+
+# The real UMT-L sizes; a `vision_tower_config` dict in config.json overrides them (tiny models).
+_UMT_LARGE = dict(
+    patch_size=16, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, mlp_ratio=4.0,
+    ckpt_num_frame=4, tubelet_size=1, return_idx=-2, layer_norm_eps=1e-6, final_layer_norm_eps=1e-12,
+    qkv_bias=True,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class UMTConfig:
+    """UMT ViT sizes. `num_frames` is the clip length L (`mm_local_num_frames`).
+
+    Only `num_hidden_layers + return_idx + 1` blocks are built (23 of 24 for UMT-L).
+    """
+
+    image_size: int = 448
+    patch_size: int = 16
+    hidden_size: int = 1024
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 16
+    mlp_ratio: float = 4.0
+    ckpt_num_frame: int = 4
+    tubelet_size: int = 1
+    return_idx: int = -2
+    layer_norm_eps: float = 1e-6
+    final_layer_norm_eps: float = 1e-12
+    qkv_bias: bool = True
+    num_frames: int = 4
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    @property
+    def num_blocks(self) -> int:
+        """Blocks actually instantiated (the output is taken after the last of them)."""
+        return self.num_hidden_layers + self.return_idx + 1
+
+    @property
+    def grid(self) -> int:
+        """Patches per side of a frame."""
+        return self.image_size // self.patch_size
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid * self.grid
+
+    def replace(self, **kw) -> "UMTConfig":
+        return dataclasses.replace(self, **kw)
+
+    @classmethod
+    def from_hf(cls, hf: dict, source: str = "config.json") -> "UMTConfig":
+        """From a VideoChat-Flash config dict (`mm_vision_tower`, optional `vision_tower_config`)."""
+        tower = hf.get("mm_vision_tower")
+        if not isinstance(tower, str) or not tower.startswith("umt"):
+            raise ConfigError(
+                f"{source}: mm_vision_tower={tower!r} is not supported (expected a UMT tower such as 'umt-hd-large')"
+            )
+        fields = dict(_UMT_LARGE, image_size=448 if tower.startswith("umt-hd") else 224)
+        override = hf.get("vision_tower_config") or {}
+        unknown = set(override) - set(fields) - {"image_size"}
+        if unknown:
+            raise ConfigError(f"{source}: vision_tower_config has unknown field(s) {sorted(unknown)}")
+        fields.update(override)
+        if "mm_vision_select_layer" in hf:
+            fields["return_idx"] = int(hf["mm_vision_select_layer"])
+        fields["num_frames"] = int(hf.get("mm_local_num_frames", 4))
+        cfg = cls(**fields)
+        if cfg.image_size % cfg.patch_size:
+            raise ConfigError(f"{source}: image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}")
+        if not 0 < cfg.num_blocks <= cfg.num_hidden_layers:
+            raise ConfigError(f"{source}: mm_vision_select_layer={cfg.return_idx} selects no ViT block")
+        return cfg
+
+    def to_hf_override(self) -> dict:
+        """The `vision_tower_config` dict written back on export."""
+        return {k: getattr(self, k) for k in ("image_size", *_UMT_LARGE)}
+
 
 P = nn.with_logical_partitioning
 ACT = ("activation_batch", "activation_length", "activation_embed")
 
-def _dense(features: int, axes: tuple, cfg: VisionConfig, name: str, use_bias: bool = True) -> nn.Dense:
+def _dense(features: int, axes: tuple, cfg: UMTConfig, name: str, use_bias: bool = True) -> nn.Dense:
     return nn.Dense(
         features,
         use_bias=use_bias,
@@ -46,7 +125,7 @@ def _dense(features: int, axes: tuple, cfg: VisionConfig, name: str, use_bias: b
     )
 
 
-def _layer_norm(eps: float, cfg: VisionConfig, name: str) -> nn.LayerNorm:
+def _layer_norm(eps: float, cfg: UMTConfig, name: str) -> nn.LayerNorm:
     # Two-pass variance like torch (the fast E[x²]−E[x]² form loses precision).
     return nn.LayerNorm(
         epsilon=eps,
@@ -62,7 +141,7 @@ def _layer_norm(eps: float, cfg: VisionConfig, name: str) -> nn.LayerNorm:
 class Attention(nn.Module):
     """Fused-qkv multi-head self-attention with q and v biases (no k bias): (B, N, C) → (B, N, C)."""
 
-    cfg: VisionConfig
+    cfg: UMTConfig
 
     @nn.compact
     def __call__(self, x):
@@ -86,7 +165,7 @@ class Attention(nn.Module):
 class Mlp(nn.Module):
     """fc1 → exact (erf) GELU → fc2."""
 
-    cfg: VisionConfig
+    cfg: UMTConfig
 
     @nn.compact
     def __call__(self, x):
@@ -100,7 +179,7 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """Pre-LN block: x + attn(norm1(x)), then + mlp(norm2(x)). Scan body: (x, _) → (x, None)."""
 
-    cfg: VisionConfig
+    cfg: UMTConfig
 
     @nn.compact
     def __call__(self, x, _=None):
@@ -114,7 +193,7 @@ class Block(nn.Module):
 class PatchEmbed(nn.Module):
     """Conv3d with kernel = stride = (tubelet, p, p) as `proj`: (B, L, H, W, 3) → (B, L', g, g, C)."""
 
-    cfg: VisionConfig
+    cfg: UMTConfig
 
     @nn.compact
     def __call__(self, x):
@@ -140,7 +219,7 @@ class UMTVisionTower(nn.Module):
     rematerialises each block in training.
     """
 
-    cfg: VisionConfig
+    cfg: UMTConfig
     remat_policy: str = "none"
 
     @nn.compact
@@ -164,12 +243,12 @@ class UMTVisionTower(nn.Module):
         return nn.with_logical_constraint(x, ACT)
 
 
-def vision_apply(params, cfg: VisionConfig, clips: jax.Array) -> jax.Array:
+def vision_apply(params, cfg: UMTConfig, clips: jax.Array) -> jax.Array:
     """Pure forward: params (the module's 'params' tree) and clips (B, L, H, W, 3) → (B, L·grid², C)."""
     return UMTVisionTower(cfg).apply({"params": params}, clips)
 
 
-def init_vision(cfg: VisionConfig, key: jax.Array, num_frames: int | None = None) -> dict:
+def init_vision(cfg: UMTConfig, key: jax.Array, num_frames: int | None = None) -> dict:
     """Random (boxed, logically partitioned) params for a clip of `num_frames` (cfg.num_frames)."""
     t = cfg.num_frames if num_frames is None else num_frames
     clip = jnp.zeros((1, t, cfg.image_size, cfg.image_size, 3), jnp.float32)
