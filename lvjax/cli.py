@@ -3,6 +3,7 @@
     lvjax convert --from-hf DIR --out CKPT     Hugging Face folder → lvjax (orbax) checkpoint
     lvjax export --ckpt CKPT --out DIR         lvjax checkpoint → Hugging Face folder
     lvjax generate --model PATH --prompt TEXT  text continuation with a Qwen2 LM
+    lvjax info --model PATH [--json]           family, parameters, dtype, sizes, default sampling
     lvjax answer / chat / train                see `lvjax <command> --help`
 
 Mistakes a user can make (bad path, bad config, bad checkpoint or video) print one line to
@@ -61,6 +62,21 @@ def _generate(args) -> None:
     print(tok.decode(text_ids))
 
 
+def _info(args) -> None:
+    import json
+
+    import lvjax
+
+    info = lvjax.load(args.model).info()
+    if args.json:
+        print(json.dumps(info))
+        return
+    print(f"{info['family']}: {info['parameters']:,} parameters, {info['dtype']} ({info['source']})")
+    for key in ("llm", "vision", "sampling"):
+        if key in info:
+            print(f"  {key}: " + ", ".join(f"{k}={v}" for k, v in info[key].items()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lvjax", description="Long-video VLMs in JAX: convert, export, answer, train.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -82,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_generate)
+
+    p = sub.add_parser("info", help="family, parameter count, dtype, sizes and default sampling of a model")
+    p.add_argument("--model", required=True, metavar="PATH", help="HF folder (original format) or lvjax checkpoint")
+    p.add_argument("--json", action="store_true", help="one JSON object (keys: family, parameters, dtype, llm, ...)")
+    p.set_defaults(func=_info)
 
     for register in _extra_commands():
         register(sub)

@@ -8,14 +8,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from lvjax.answer import EncodedVideo
 from safetensors.numpy import load_file
 
 import lvjax
 from lvjax.cli import main as cli
 from lvjax.config import ConfigError
+from lvjax.families.base import IMAGE_TOKEN_INDEX, Encoded
+from lvjax.families.videochat_flash import answer as runner
 from lvjax.families.videochat_flash import model as vcf
 from lvjax.families.videochat_flash.prompt import multiple_choice
+from lvjax.video import VideoFrames
 
 QUESTION = multiple_choice("What is the person in the video doing?", ["Cooking", "Dancing", "Reading", "Swimming"])
 TIME_MSG = "\nThe video lasts for 4.00 seconds, and 16 frames are uniformly sampled from it. "
@@ -26,16 +28,22 @@ def model(tiny_vcf_dir):
     return lvjax.load(str(tiny_vcf_dir))
 
 
+def _encoded(visual) -> Encoded:
+    """Visual tokens of a 16-frame, 4-second video as `Encoded` (no bucket padding)."""
+    frames = VideoFrames(np.zeros((16, 8, 8, 3), np.uint8), np.arange(16), 4.0, 4.0, 16, TIME_MSG, np.arange(16) / 4)
+    return Encoded(visual, frames, {}, n_valid=int(visual.shape[0]))
+
+
 @pytest.fixture(scope="module")
 def encoded(model, ref):
     """The recorded projector output as an encoded 16-frame video (the ViT has its own tests)."""
-    return EncodedVideo(jnp.asarray(ref["L4/proj_out"]), np.zeros((16, 8, 8, 3), np.uint8), 16, 4.0, TIME_MSG, {})
+    return _encoded(jnp.asarray(ref["L4/proj_out"]))
 
 
 def test_prompt_and_splice_match_original(model, ref):
-    prefix, suffix = model._prompt_ids(QUESTION, TIME_MSG, ())
+    prefix, suffix = runner.prompt_ids(model.tokenizer, QUESTION, TIME_MSG, ())
     np.testing.assert_array_equal(prefix + [IMAGE_TOKEN_INDEX] + suffix, ref["prompt16/input_ids"])
-    ids, valid = model._layout(prefix, 256, suffix, len(suffix))
+    ids, valid = runner.layout(model.generation.pad_token_id, prefix, 256, 256, suffix, len(suffix))
     x = vcf.splice(model.params, model.config, jnp.asarray(ids), jnp.asarray(ref["L4/proj_out"])[None], len(prefix))
     assert valid.all()
     np.testing.assert_array_equal(np.asarray(x)[0], ref["L4/inputs_embeds"])
@@ -44,6 +52,8 @@ def test_prompt_and_splice_match_original(model, ref):
 @pytest.mark.parametrize("compression,key", [("none", "L4/base/evalstyle_ids"), ("xcomp_cosine", "L4/lp/evalstyle_ids")])
 def test_answer_matches_original_eval(model, encoded, ref, compression, key):
     text, report = model.answer_encoded(encoded, QUESTION, compression=compression, max_new_tokens=8)
+    want = [int(t) for t in ref[key]]
+    assert report["token_ids"] == want[: len(report["token_ids"])]
     assert text == model.tokenizer.decode(ref[key], skip_special_tokens=True).strip()
     assert report["visual_tokens"] == 256 and report["prompt_tokens"] == 335
     again, _ = model.answer_encoded(encoded, QUESTION, compression=compression, max_new_tokens=8)  # cached prefix
@@ -53,7 +63,7 @@ def test_answer_matches_original_eval(model, encoded, ref, compression, key):
 @pytest.mark.parametrize("compression", ["none", pytest.param("xcomp_cosine", marks=pytest.mark.heavy)])
 def test_jitted_answer_equals_unjitted_steps(model, encoded, compression):
     """The jitted path against the same functions run op by op (jax.disable_jit: Python decode loop)."""
-    fresh = EncodedVideo(encoded.visual, encoded.frames, 16, 4.0, TIME_MSG, {})
+    fresh = _encoded(encoded.visual)
     jitted, _ = model.answer_encoded(fresh, QUESTION, compression=compression, max_new_tokens=2)
     with jax.disable_jit():
         stepwise, _ = model.answer_encoded(fresh, QUESTION, compression=compression, max_new_tokens=2)
@@ -62,9 +72,12 @@ def test_jitted_answer_equals_unjitted_steps(model, encoded, compression):
 
 def test_encode_frames_matches_original(model, ref):
     video = np.random.RandomState(1029).randint(0, 256, (16, 448, 448, 3), np.uint8)[:4]
-    visual, seconds = model._encode(video)
-    assert set(seconds) == {"vision", "merge"}
+    visual, n_valid, seconds, stages = runner.encode_frames(model.params, model.config, video, clip_len=4,
+                                                            bucketed=False, intermediates=True)
+    assert set(seconds) == {"vision", "merge"} and n_valid == 64
+    assert set(stages) == {"pixels", "vision", "merge_assign", "merged", "projector"}
     np.testing.assert_allclose(np.asarray(visual), ref["L4/proj_out"][:64], atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(stages["merge_assign"])[0], ref["L4/tome_assign"][0])
 
 
 def test_convert_export_round_trip(tiny_vcf_dir, tmp_path):
@@ -134,7 +147,7 @@ def test_unreadable_video_cli(tiny_vcf_dir, tmp_path, capsys):
 
 def test_frame_count_padded_to_clip_length(model):
     frames = np.random.RandomState(0).randint(0, 256, (6, 32, 32, 3), np.uint8)
-    padded = model._pad_to_clips(frames)
+    padded = runner.pad_to_clips(frames, 4)
     assert len(padded) == 8 and (padded[6] == frames[5]).all() and (padded[7] == frames[5]).all()
 
 
@@ -145,7 +158,7 @@ def test_single_image_path(model, tmp_path):
     Image.fromarray(img).save(tmp_path / "x.png")
     text, report = model.answer(str(tmp_path / "x.png"), "What is this?", max_new_tokens=3)
     assert report["frames"] == 1 and report["visual_tokens"] == 16
-    prefix, suffix = model._prompt_ids("What is this?", "", ())
+    prefix, suffix = runner.prompt_ids(model.tokenizer, "What is this?", "", ())
     assert model.tokenizer.decode(suffix).startswith("\nWhat is this?<|im_end|>")
     again, _ = model.answer(img, "What is this?", max_new_tokens=3)
     assert again == text

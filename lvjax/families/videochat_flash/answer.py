@@ -52,9 +52,8 @@ def frame_bucket(n: int, multiple: int) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "clip_batch"))
-def _encode_clips(params, clips, *, cfg, clip_batch):
-    feats = vcf.vision_features(params, cfg, clips, clip_batch)
-    return feats
+def _vision(params, clips, *, cfg, clip_batch):
+    return vcf.vision_features(params, cfg, clips, clip_batch)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
@@ -89,7 +88,7 @@ def encode_frames(params: dict, cfg: vcf.VideoChatFlashConfig, frames_u8: np.nda
         frames_u8 = np.concatenate([frames_u8, np.zeros((tb - len(frames_u8),) + frames_u8.shape[1:], np.uint8)])
     pixels = preprocess(frames_u8, cfg.vision.image_size)
     clips = jnp.asarray(pixels.reshape((-1, clip_len) + pixels.shape[1:]))
-    feats = _encode_clips(params, clips, cfg=cfg, clip_batch=clip_batch)
+    feats = _vision(params, clips, cfg=cfg, clip_batch=clip_batch)
     feats.block_until_ready()
     t1 = time.perf_counter()
     visual, merge = _merge(params, feats, cfg=cfg)
@@ -142,7 +141,7 @@ def prompt_ids(tokenizer, question: str, time_msg: str, history: Sequence[tuple[
     return list(ids[:index]), list(ids[index + 1:])
 
 
-def _layout(pad_id: int, prefix: list[int], n_slots: int, n_valid: int, suffix: list[int], pad_to: int):
+def layout(pad_id: int, prefix: list[int], n_slots: int, n_valid: int, suffix: list[int], pad_to: int):
     """ids/valid (1, S) = [prefix][n_slots visual, the first n_valid real][padding][suffix right-aligned in pad_to]."""
     ids = np.full((1, len(prefix) + n_slots + pad_to), pad_id, np.int32)
     valid = np.zeros(ids.shape, bool)
@@ -197,9 +196,9 @@ def answer_encoded(model, encoded: Encoded, question: str, *, history: Sequence[
 def _prefill_whole(model, visual, n_valid, prefix, suffix, plan_drops, gen):
     cfg = model.config
     n_suffix, n_slots = bucket(len(suffix)), int(visual.shape[0])
-    ids, valid = _layout(model.generation.pad_token_id, prefix, n_slots, n_valid, suffix, n_suffix)
+    ids, valid = layout(model.generation.pad_token_id, prefix, n_slots, n_valid, suffix, n_suffix)
     x = _splice(model.params, jnp.asarray(ids), visual[None], cfg=cfg, visual_start=len(prefix))
-    pad_span = (len(prefix) + n_valid, len(prefix) + n_slots + n_suffix - len(suffix))
+    pad_span = _static_pad_span(cfg, len(prefix) + n_valid, len(prefix) + n_slots + n_suffix - len(suffix))
     last, caches = prefill_cache(model.params["llm"], x, jnp.asarray(valid), cfg=cfg.llm, max_new=gen.max_new_tokens,
                                  drops=plan_drops, visual_start=len(prefix), n_visual=n_slots, pad_span=pad_span)
     return last, caches, 0
@@ -213,12 +212,12 @@ def _prefill_reusing(model, encoded, prefix, suffix, plan_drops, gen):
     key = (tuple(prefix), plan_drops)
     cached = encoded.cache.get(key)
     if cached is None or cached[1] < budget:
-        ids, valid = _layout(model.generation.pad_token_id, prefix, n_slots, n_valid, [], 0)
+        ids, valid = layout(model.generation.pad_token_id, prefix, n_slots, n_valid, [], 0)
         x = _splice(model.params, jnp.asarray(ids), visual[None], cfg=cfg, visual_start=len(prefix))
         budget = max(budget, 2 * n_suffix + gen.max_new_tokens)  # room for longer follow-up questions
         _, caches = prefill_cache(model.params["llm"], x, jnp.asarray(valid), cfg=cfg.llm, max_new=budget,
                                   drops=plan_drops, visual_start=len(prefix), n_visual=n_slots,
-                                  pad_span=(len(prefix) + n_valid, len(prefix) + n_slots))
+                                  pad_span=_static_pad_span(cfg, len(prefix) + n_valid, len(prefix) + n_slots))
         encoded.cache[key] = (caches, budget)
     caches = encoded.cache[key][0]
     ids = np.full((1, n_suffix), model.generation.pad_token_id, np.int32)
@@ -227,6 +226,16 @@ def _prefill_reusing(model, encoded, prefix, suffix, plan_drops, gen):
     x = _embed(model.params["llm"], jnp.asarray(ids), cfg=cfg.llm)
     last, caches = extend_cache(model.params["llm"], caches, x, jnp.asarray(valid), 0, cfg=cfg.llm)
     return last, caches, n_suffix
+
+
+def _static_pad_span(cfg, start: int, stop: int) -> tuple[int, int] | None:
+    """The padding span as a static kernel layout — only where the kernels run.
+
+    The dense path masks padding from `valid` alone, so there it is None and one compiled
+    prefill serves a whole frame bucket; a kernel layout is static, so on GPU/TPU the prefill
+    compiles once per real frame count (the ViT still once per bucket).
+    """
+    return (start, stop) if llm.use_kernels(cfg.llm) else None
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
