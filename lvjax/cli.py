@@ -114,7 +114,7 @@ def _extra_commands():
     from importlib import import_module
 
     found = []
-    for module in ("lvjax.cli_video", "lvjax.train.cli"):
+    for module in ("lvjax.cli_video", "lvjax.train.cli", "lvjax.cli_eval"):
         try:
             found.append(import_module(module).register)
         except ModuleNotFoundError as e:

@@ -1,0 +1,99 @@
+"""`lvjax eval` and `lvjax make-benchmark`: benchmark runs, re-scoring and generated benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from lvjax.config import ConfigError
+
+EVAL_HELP = """Evaluate a video model on a benchmark in its own annotation format.
+
+One JSON line per item is appended to --out as it goes (re-running resumes); the summary
+(RESULTS.summary.json) is written beside it and printed as a table. --rescore re-parses the
+outputs of an earlier results file with the task's parser, without a model. Data-parallel:
+set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID per process (item i goes to
+process i mod n; process 0 merges the parts, so --out must be on a shared file system)."""
+
+
+def _eval(args) -> None:
+    from lvjax.eval import runner
+    from lvjax.eval.summary import table
+    from lvjax.eval.tasks import get_task
+
+    task = get_task(args.task)
+    if args.rescore:
+        if args.model:
+            raise ConfigError("--rescore takes no --model (it re-parses the outputs already in the file)")
+        summary = runner.rescore(task.name, args.annotations, args.rescore, args.out, args.protocol or "videochat_flash")
+    else:
+        if not args.model or not args.videos:
+            raise ConfigError("--model and --videos are required (unless --rescore)")
+        for name in ("limit", "max_frames", "min_frames", "max_new_tokens"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        process = runner.process_info()
+        import lvjax
+
+        if args.compilation_cache is not None:
+            lvjax.enable_compilation_cache(args.compilation_cache or None)
+        model = lvjax.load(args.model)
+        if not hasattr(model, "answer"):
+            raise ConfigError(f"{args.model}: a text-only language model cannot answer about videos")
+        options = runner.answer_options(max_frames=args.max_frames, min_frames=args.min_frames, fps=args.fps,
+                                        compression=args.compression, max_new_tokens=args.max_new_tokens)
+        summary = runner.evaluate(model, task.name, args.annotations, args.videos, args.out, protocol=args.protocol,
+                                  limit=args.limit, options=options, process=process)
+        if summary is None:  # not process 0: process 0 merges and reports
+            return
+    print(json.dumps(summary, indent=2, sort_keys=True) if args.json else table(summary))
+
+
+def _make(args) -> None:
+    if args.task == "niah":
+        from lvjax.eval.niah import make_niah
+
+        path = make_niah(args.out, args.n, args.seed, haystack=args.haystack, frames=args.frames)
+    else:
+        if args.haystack:
+            raise ConfigError("--haystack applies to make-benchmark niah only")
+        from lvjax.eval.synthetic import make_benchmark
+
+        path = make_benchmark(args.task, args.out, args.n, args.seed, broken=args.with_broken)
+    print(f"wrote {args.n} items: --annotations {path} --videos {args.out}/videos")
+
+
+def register(sub) -> None:
+    from lvjax.eval.tasks import PROTOCOLS, TASKS
+
+    p = sub.add_parser("eval", help="evaluate on a benchmark (MLVU, Video-MME, LVBench, ...)", description=EVAL_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True, choices=list(TASKS))
+    p.add_argument("--annotations", required=True, metavar="FILE", help="annotation file or folder, as the benchmark ships it")
+    p.add_argument("--out", required=True, metavar="RESULTS.jsonl", help="results file (appended; resumes)")
+    p.add_argument("--model", metavar="DIR", help="HF folder or lvjax checkpoint")
+    p.add_argument("--videos", metavar="DIR", help="folder the annotations' video names are relative to")
+    p.add_argument("--rescore", metavar="RESULTS.jsonl", help="re-parse this results file's outputs (no model)")
+    p.add_argument("--protocol", choices=PROTOCOLS, help="prompts and parsers of which original (default: the model's family)")
+    p.add_argument("--limit", type=int, help="only the first N items")
+    p.add_argument("--max-frames", type=int, help="frame cap (the floor becomes min(64, N))")
+    p.add_argument("--min-frames", type=int, help="frame floor")
+    p.add_argument("--fps", type=float, help="sampling rate in frames/s")
+    p.add_argument("--compression", help="in-LLM compression plan (default: from config)")
+    p.add_argument("--max-new-tokens", type=int, help="answer length cap (default: the original's, 16 or 32)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    p.add_argument("--compilation-cache", metavar="DIR", nargs="?", const="", help="reuse compiled XLA programs across runs")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("make-benchmark", help="write a tiny synthetic benchmark (or NIAH) in a task's format",
+                       description="Render a small benchmark with PyAV in a task's own annotation format; "
+                                   "`niah` writes a needle-in-a-haystack set (OUT/annotations.json, OUT/videos/).")
+    p.add_argument("task", choices=[t for t in TASKS])
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--n", type=int, default=20, help="number of items (default 20)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--haystack", metavar="FILE", help="niah: use this video's frames as the haystack")
+    p.add_argument("--frames", type=int, default=64, help="niah: rendered haystack length in frames (default 64)")
+    p.add_argument("--with-broken", action="store_true", help="leave one video missing and one truncated (tests)")
+    p.set_defaults(func=_make)
