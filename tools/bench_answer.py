@@ -93,9 +93,8 @@ def build_real(work: str, dtype: str, dry_run: bool):
     """The 2B shapes with random weights, built in memory (tokenizer: the tiny offline one)."""
     import flax.linen as nn
     import jax
-    from lvjax.answer import VideoChatFlash
-
     from lvjax.families import family_for
+    from lvjax.model import Model
     from lvjax.testing.tiny import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer(work)
@@ -117,7 +116,8 @@ def build_real(work: str, dtype: str, dry_run: bool):
 
     params = init(jax.random.key(0))
     gen = {"eos_token_id": [tok.im_end_id, tok.endoftext_id], "pad_token_id": tok.endoftext_id, "repetition_penalty": 1.1}
-    return VideoChatFlash.from_loaded(family, cfg, params, gen, work, dtype, dtype)
+    cfg = family.with_dtypes(cfg, dtype, dtype)
+    return Model(family, cfg, params, family.generation(gen, cfg), work)
 
 
 def build_tiny(work: str, dtype: str):
