@@ -200,6 +200,7 @@ def test_greedy(tag, ref, results):
     np.testing.assert_array_equal(np.asarray(lengths)[1:], ref[f"{tag}/decode_mem_len"])
 
 
+@pytest.mark.heavy
 def test_step_random_mix(ref, model, ids, visual):
     """A fresh rng draws [2, 8, 4] (forward); carried on, [4, 4, 8] (generate), then [2, 8, 2] (third sample)."""
     rng = np.random.default_rng(42)
@@ -302,6 +303,7 @@ def test_plain_qwen2_has_no_beacon_params():
     assert sorted(tree["layers"]["self_attn"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
 
 
+@pytest.mark.heavy
 def test_prefill_temp_memory_flat_in_frames(model):
     """The compiled video prefill's temporary buffers at 4× the frames stay < 1.5× (ratio fixed)."""
     from lvjax.families.video_xl.memory import prefill_video
