@@ -30,7 +30,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lvjax.attention import attend
 from lvjax.config import LLMConfig
 from lvjax.generate import GenerationConfig, choose
 from lvjax.models import llm as llm_lib
@@ -38,6 +37,8 @@ from lvjax.models.qwen2 import MLP, Attention, Qwen2, RMSNorm, apply_rope, rope_
 from lvjax.models.stack import scanned
 
 P = nn.with_logical_partitioning
+MEMORY_CHUNK = 128  # memory slots read per attention block; buffer sizes are multiples of it
+_NEG = -0.7 * float(np.finfo(np.float32).max)
 VST = -1  # `WindowPlan.src` code of a VST slot
 PAD = -2  # … of a padding slot
 
@@ -119,14 +120,20 @@ class Memory:
 
     @classmethod
     def empty(cls, cfg: LLMConfig, batch: int, size: int) -> "Memory":
-        shape = (cfg.num_hidden_layers, batch, size, cfg.num_key_value_heads, cfg.head_dim)
+        """A buffer of at least `size` slots (rounded up to a multiple of MEMORY_CHUNK)."""
+        shape = (cfg.num_hidden_layers, batch, _round(size), cfg.num_key_value_heads, cfg.head_dim)
         z = jnp.zeros(shape, jnp.dtype(cfg.dtype))
         return cls(z, z, jnp.int32(0))
 
     def grow(self, extra: int) -> "Memory":
-        """The same memory with `extra` more free slots."""
-        pad = [(0, 0), (0, 0), (0, extra), (0, 0), (0, 0)]
+        """The same memory with at least `extra` more free slots."""
+        size = self.k.shape[2]
+        pad = [(0, 0), (0, 0), (0, _round(size + extra) - size), (0, 0), (0, 0)]
         return Memory(jnp.pad(self.k, pad), jnp.pad(self.v, pad), self.length)
+
+
+def _round(size: int) -> int:
+    return -(-size // MEMORY_CHUNK) * MEMORY_CHUNK
 
 
 jax.tree_util.register_pytree_node(Memory, lambda m: ((m.k, m.v, m.length), None), lambda _, c: Memory(*c))
@@ -138,26 +145,69 @@ jax.tree_util.register_pytree_node(Memory, lambda m: ((m.k, m.v, m.length), None
 class BeaconLayer(nn.Module):
     """A Qwen2 decoder layer attending over [memory | step]; VST rows use the beacon projections.
 
-    Scan body: (x (B, L, D), (mem_k, mem_v) of this layer, rope of memory and step, mask
-    (B, L, M + L), vst_rows (B, n) or None) → (x, pre-RoPE (k, v) of the step rows).
+    Scan body: (x (B, L, D), (mem_k, mem_v) of this layer, memory length, rope of the step,
+    step mask (B, L, L), vst_rows (B, n) or None) → (x, pre-RoPE (k, v) of the step rows).
     """
 
     cfg: LLMConfig
     beacon: tuple[str, ...]
 
     @nn.compact
-    def __call__(self, x, mem, rope_mem, rope_step, mask, vst_rows):
+    def __call__(self, x, mem, length, rope_step, step_mask, vst_rows):
         cfg = self.cfg
         norm = lambda name: RMSNorm(cfg.rms_norm_eps, cfg.dtype, cfg.param_dtype, name=name)  # noqa: E731
         attn = Attention(cfg, beacon=self.beacon, name="self_attn")
         q, k, v = attn.project(norm("input_layernorm")(x), vst_rows)
-        keys = jnp.concatenate([apply_rope(mem[0], *rope_mem), apply_rope(k, *rope_step)], axis=1)
-        values = jnp.concatenate([mem[1], v], axis=1)
-        out = attend(apply_rope(q, *rope_step), keys, values, mask)
+        out = memory_attention(apply_rope(q, *rope_step), apply_rope(k, *rope_step), v, step_mask, mem, length, cfg)
         b, t = x.shape[:2]
         x = x + attn.o_proj(out.reshape(b, t, -1))
         x = x + MLP(cfg, name="mlp")(norm("post_attention_layernorm")(x))
         return x, (k, v)
+
+
+def memory_attention(q, k, v, step_mask, mem, length, cfg: LLMConfig):
+    """softmax over [memory slots < length | step keys allowed by step_mask] in one online softmax.
+
+    q, k: the step's rotated queries (B, L, Hq, hd) / keys (B, L, Hkv, hd); v (B, L, Hkv, hd);
+    mem: pre-RoPE (k, v) (B, M, Hkv, hd), M a multiple of MEMORY_CHUNK. The memory is read
+    MEMORY_CHUNK slots at a time (rotated at positions = slots), and chunks past `length` are
+    skipped, so the scores held at once are (L, MEMORY_CHUNK) whatever the memory size.
+    Returns (B, L, Hq, hd) in q's dtype.
+    """
+    b, t, hq, hd = q.shape
+    hkv = k.shape[2]
+    qg = q.reshape(b, t, hkv, hq // hkv, hd) * jnp.asarray(hd**-0.5, q.dtype)
+
+    def scores(keys, allowed):  # (B, S, Hkv, hd), (B|1, L, S) → masked fp32 (B, Hkv, G, L, S)
+        s = jnp.einsum("btkgd,bskd->bkgts", qg, keys, preferred_element_type=jnp.float32)
+        return jnp.where(allowed[:, None, None], s, _NEG)
+
+    def accumulate(stats, s, allowed, values):
+        m, total, acc = stats
+        m_new = jnp.maximum(m, s.max(-1))
+        p = jnp.where(allowed[:, None, None], jnp.exp(s - m_new[..., None]), 0.0)
+        fix = jnp.exp(m - m_new)
+        acc = acc * fix[..., None] + jnp.einsum("bkgts,bskd->bkgtd", p.astype(values.dtype), values,
+                                                preferred_element_type=jnp.float32)
+        return m_new, total * fix + p.sum(-1), acc
+
+    shape = (b, hkv, hq // hkv, t)
+    stats = (jnp.full(shape, _NEG, jnp.float32), jnp.zeros(shape, jnp.float32), jnp.zeros(shape + (hd,), jnp.float32))
+    stats = accumulate(stats, scores(k, step_mask), step_mask, v)
+
+    def chunk(stats, start):
+        def read(stats):
+            slots = start + jnp.arange(MEMORY_CHUNK)
+            kc, vc = (jax.lax.dynamic_slice_in_dim(a, start, MEMORY_CHUNK, axis=1) for a in mem)
+            kc = apply_rope(kc, *rope_cos_sin(slots[None], cfg))
+            allowed = jnp.broadcast_to(slots < length, (1, t, MEMORY_CHUNK))
+            return accumulate(stats, scores(kc, allowed), allowed, vc)
+
+        return jax.lax.cond(start < length, read, lambda s: s, stats), None
+
+    (_, total, acc), _ = jax.lax.scan(chunk, stats, jnp.arange(0, mem[0].shape[1], MEMORY_CHUNK))
+    out = acc / jnp.where(total > 0, total, 1.0)[..., None]
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, hq, hd).astype(q.dtype)
 
 
 def _stack(cfg: LLMConfig, beacon: tuple[str, ...]) -> nn.Module:
@@ -172,7 +222,7 @@ def init_llm(cfg: LLMConfig, beacon: tuple[str, ...], key: jax.Array) -> dict:
     x = jnp.zeros((1, 1, cfg.hidden_size), jnp.dtype(cfg.dtype))
     mem = Memory.empty(cfg, 1, 1)
     rope = rope_cos_sin(jnp.zeros((1, 1), jnp.int32), cfg)
-    layers = _stack(cfg, beacon).init(k2, x, (mem.k, mem.v), rope, rope, jnp.ones((1, 1, 2), bool),
+    layers = _stack(cfg, beacon).init(k2, x, (mem.k, mem.v), mem.length, rope, jnp.ones((1, 1, 1), bool),
                                       jnp.zeros((1, 1), jnp.int32))["params"]
     embed = nn.Embed(1, cfg.hidden_size, param_dtype=jnp.dtype(cfg.param_dtype),
                      embedding_init=P(nn.initializers.normal(0.02), (None, "embed")))
@@ -190,14 +240,10 @@ def run_step(params: dict, cfg: LLMConfig, beacon: tuple[str, ...], mem: Memory,
     K/V are appended at `length` (indices ≥ L are padding); `n_keep` of them count. The buffer
     needs m free slots. Returns (hidden (B, L, D) before the final norm, the new memory).
     """
-    b, t, _ = x.shape
-    size = mem.k.shape[2]
-    slots = jnp.arange(size)
-    rope_mem = rope_cos_sin(slots[None], cfg)
+    t = x.shape[1]
     rope_step = rope_cos_sin((mem.length + jnp.arange(t))[None], cfg)
     causal = jnp.tril(jnp.ones((t, t), bool))[None] & valid[:, None, :]
-    mask = jnp.concatenate([jnp.broadcast_to(slots < mem.length, (b, t, size)), causal], axis=-1)
-    x, (k, v) = _stack(cfg, beacon).apply({"params": params["layers"]}, x, (mem.k, mem.v), rope_mem, rope_step, mask,
+    x, (k, v) = _stack(cfg, beacon).apply({"params": params["layers"]}, x, (mem.k, mem.v), mem.length, rope_step, causal,
                                           vst_rows)
     keep = jnp.minimum(keep, t - 1)
     new_k = jax.lax.dynamic_update_slice_in_dim(mem.k, jnp.take(k, keep, axis=2).astype(mem.k.dtype), mem.length, 2)
