@@ -17,7 +17,9 @@ Here every step is one call of `run_step` on a fixed-size `Memory` buffer (slot 
 `length` slots filled): it appends the step rows listed in `keep` at `length`. The visual
 windows run as one `lax.scan` over windows padded to one static length (see `WindowPlan`), so
 memory and compile time do not grow with the number of windows beyond the summaries kept.
-The ratio of each window is data, so `step-random` mixes compile once.
+The ratio of each window is data, so `step-random` mixes compile once. Attention reads the
+memory MEMORY_CHUNK slots at a time with one online softmax (`memory_attention`), skipping the
+chunks past its length: no (L, memory) score matrix is ever held.
 """
 
 from __future__ import annotations
