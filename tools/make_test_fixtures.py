@@ -4,7 +4,7 @@ The full fixture lives in ../shared/fixtures/videochat_flash_original (26 MB of 
 fresh clone without ../shared runs the tests on this subset: the tiny model folder, the
 JSON facts, and only the arrays listed in KEYS (large ones sliced, see SLICES).
 
-    python tools/make_test_fixtures.py [--src DIR] [--dst DIR]
+    python tools/make_test_fixtures.py [--name videochat_flash|videoxl] [--src DIR] [--dst DIR]
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import sys
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SRC = os.path.join(ROOT, "..", "shared", "fixtures", "videochat_flash_original")
-DST = os.path.join(ROOT, "tests", "fixtures", "videochat_flash_original")
 
 KEYS = [
     # prompt and preprocessing
@@ -66,23 +64,48 @@ KEYS = [
 # Arrays kept only in part: key → slice of the leading axis.
 SLICES = {"L4/vit_out": slice(0, 1)}
 
+# Video-XL (../shared/fixtures/videoxl_original): every array tests/test_video_xl.py reads.
+_TAGS = ("main", "second")
+VIDEOXL_KEYS = [
+    "video/frames_uint8", "video/frame_idx", "preprocess/pixel_values", "vision/vit_features",
+    "vision/projector_out", "vision/pooled", "vision/image_features", "prompt/input_ids",
+    "prompt/expanded_input_ids", "loader/embed_tokens_new_row", "loader/lm_head_new_row", "main/evalstyle_ids",
+    *(f"{t}/{k}" for t in _TAGS for k in (
+        "step_lengths", "step_input_ids", "step_beacon_indices", "step_position_ids", "step_mem_len", "step_mem_after",
+        "step_beacon_size", "step_ratio", "window_ratios", "memory_sizes", "inputs_embeds", "memory_keys",
+        "memory_values", "final_norm_hidden_text", "logits_text", "last_logits", "greedy_ids", "greedy_step_logits",
+        "decode_position_ids", "decode_mem_len")),
+    *(f"mix/{k}" for k in ("window_ratios", "memory_sizes", "last_logits", "greedy_window_ratios", "greedy_ids",
+                           "greedy_step_logits", "decode_position_ids", "decode_mem_len")),
+    "mix2/window_ratios", "mix2/memory_sizes", "mix2/last_logits",
+]
+# name → (source folder under ../shared/fixtures, keys, slices)
+FIXTURES = {
+    "videochat_flash": ("videochat_flash_original", KEYS, SLICES),
+    "videoxl": ("videoxl_original", VIDEOXL_KEYS, {}),
+}
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", default=SRC)
-    ap.add_argument("--dst", default=DST)
+    ap.add_argument("--name", default="videochat_flash", choices=sorted(FIXTURES))
+    ap.add_argument("--src", default=None, help="default: ../shared/fixtures/<name>_original")
+    ap.add_argument("--dst", default=None, help="default: tests/fixtures/<name>_original")
     args = ap.parse_args(argv)
-    npz = os.path.join(args.src, "tiny_videochat_flash_ref.npz")
+    folder, keys, slices = FIXTURES[args.name]
+    src = args.src or os.path.join(ROOT, "..", "shared", "fixtures", folder)
+    dst = args.dst or os.path.join(ROOT, "tests", "fixtures", folder)
+    model = f"tiny_{args.name}"
+    npz = os.path.join(src, f"{model}_ref.npz")
     if not os.path.isfile(npz):
         print(f"make_test_fixtures: {npz} not found", file=sys.stderr)
         return 1
-    os.makedirs(args.dst, exist_ok=True)
-    shutil.copytree(os.path.join(args.src, "tiny_videochat_flash"), os.path.join(args.dst, "tiny_videochat_flash"),
-                    dirs_exist_ok=True)
-    shutil.copy2(os.path.join(args.src, "tiny_videochat_flash_ref.json"), args.dst)
+    os.makedirs(dst, exist_ok=True)
+    shutil.copytree(os.path.join(src, model), os.path.join(dst, model), dirs_exist_ok=True)
+    shutil.copy2(os.path.join(src, f"{model}_ref.json"), dst)
     ref = np.load(npz)
-    subset = {k: ref[k][SLICES[k]] if k in SLICES else ref[k] for k in KEYS}
-    out = os.path.join(args.dst, "tiny_videochat_flash_ref_subset.npz")
+    subset = {k: ref[k][slices[k]] if k in slices else ref[k] for k in keys}
+    out = os.path.join(dst, f"{model}_ref_subset.npz")
     np.savez_compressed(out, **subset)
     print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB, {len(subset)} arrays)")
     return 0

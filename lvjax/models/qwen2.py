@@ -128,7 +128,7 @@ class RMSNorm(nn.Module):
         return scale.astype(_dtype(self.dtype)) * y.astype(_dtype(self.dtype))
 
 
-def _dense(features, axes, cfg: LLMConfig, bias: bool, name: str):
+def _dense(features, axes, cfg: LLMConfig, bias: bool, name: str | None):
     return nn.Dense(
         features,
         use_bias=bias,
@@ -147,19 +147,52 @@ class Attention(nn.Module):
     `cache_index` and attention runs over the whole cache; otherwise over the input itself.
     Returns (output (B, T, D), (k, v) — the updated cache or this input's keys/values).
     With a static block-sparse `layout` (self-attention only) it replaces `mask`.
+
+    Extension point (Video-XL's visual summarization tokens): `beacon` names the projections
+    among "q", "k", "v" that have a second set of weights `beacon_{q,k,v}_proj`; `project`
+    uses them for the rows it is told to. With `beacon=()` (the default) no such parameter exists.
     """
 
     cfg: LLMConfig
     layout: Any = None
+    beacon: tuple[str, ...] = ()
 
-    @nn.compact
+    def setup(self):
+        cfg = self.cfg
+        hq, hkv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.q_proj = _dense(hq * hd, ("embed", "heads"), cfg, True, None)
+        self.k_proj = _dense(hkv * hd, ("embed", "kv_heads"), cfg, True, None)
+        self.v_proj = _dense(hkv * hd, ("embed", "kv_heads"), cfg, True, None)
+        self.o_proj = _dense(cfg.hidden_size, ("heads", "embed"), cfg, False, None)
+        if "q" in self.beacon:
+            self.beacon_q_proj = _dense(hq * hd, ("embed", "heads"), cfg, True, None)
+        if "k" in self.beacon:
+            self.beacon_k_proj = _dense(hkv * hd, ("embed", "kv_heads"), cfg, True, None)
+        if "v" in self.beacon:
+            self.beacon_v_proj = _dense(hkv * hd, ("embed", "kv_heads"), cfg, True, None)
+
+    def project(self, x, beacon_rows=None):
+        """x (B, T, D) → q (B, T, Hq, hd), k, v (B, T, Hkv, hd), before RoPE.
+
+        beacon_rows (B, n) int: the rows projected with the `beacon_*` weights instead (an index
+        ≥ T is no row, so a padded list is fine). Only those n rows go through the beacon weights.
+        """
+        b, t, _ = x.shape
+        cfg = self.cfg
+        out = {"q": self.q_proj(x), "k": self.k_proj(x), "v": self.v_proj(x)}
+        if beacon_rows is not None and self.beacon:
+            xb = jnp.take_along_axis(x, jnp.minimum(beacon_rows, t - 1)[..., None], axis=1)
+            batch = jnp.arange(b)[:, None]
+            for name in self.beacon:
+                yb = getattr(self, f"beacon_{name}_proj")(xb)
+                out[name] = out[name].at[batch, beacon_rows].set(yb.astype(out[name].dtype), mode="drop")
+        heads = {"q": cfg.num_attention_heads, "k": cfg.num_key_value_heads, "v": cfg.num_key_value_heads}
+        return tuple(out[n].reshape(b, t, heads[n], cfg.head_dim) for n in ("q", "k", "v"))
+
     def __call__(self, x, cos, sin, mask, cache=None, cache_index=None):
         cfg = self.cfg
         b, t, _ = x.shape
-        hq, hkv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        q = _dense(hq * hd, ("embed", "heads"), cfg, True, "q_proj")(x).reshape(b, t, hq, hd)
-        k = _dense(hkv * hd, ("embed", "kv_heads"), cfg, True, "k_proj")(x).reshape(b, t, hkv, hd)
-        v = _dense(hkv * hd, ("embed", "kv_heads"), cfg, True, "v_proj")(x).reshape(b, t, hkv, hd)
+        q, k, v = self.project(x)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k = jax.lax.dynamic_update_slice_in_dim(cache[0], k.astype(cache[0].dtype), cache_index, axis=1)
@@ -168,7 +201,7 @@ class Attention(nn.Module):
             out = attend(q, k, v, impl=cfg.attention_impl, layout=self.layout)
         else:
             out = attend(q, k, v, mask)  # dense: decoding, and rows padded in different places
-        out = _dense(cfg.hidden_size, ("heads", "embed"), cfg, False, "o_proj")(out.reshape(b, t, hq * hd))
+        out = self.o_proj(out.reshape(b, t, cfg.num_attention_heads * cfg.head_dim))
         return out, (k, v)
 
 

@@ -161,3 +161,18 @@ def plan_frames(vlen: int, video_fps: float, *, target_fps: float = 1.0, local_n
     if duplicate_to_min and sampled < min_num_frames:
         idx = idx[duplicate_indices(sampled, min_num_frames)]
     return FramePlan(idx, duration, time_message(duration, len(idx)), sampled)
+
+
+def linspace_indices(vlen: int, max_frames: int) -> np.ndarray:
+    """Video-XL's uniform sampling (`eval/videoxl.py load_video`): ``np.linspace(0, vlen - 1, max_frames, dtype=int)``.
+
+    Always `max_frames` indices (int64, repeats when vlen < max_frames), first and last frame included.
+    """
+    if int(vlen) != vlen or vlen < 1:
+        raise ValueError(f"vlen must be a positive frame count, got {vlen!r}")
+    if int(max_frames) != max_frames or max_frames < 1:
+        raise ValueError(f"max_frames must be a positive integer, got {max_frames!r}")
+    return np.linspace(0, int(vlen) - 1, int(max_frames), dtype=int).astype(np.int64)
+
+
+__all__.append("linspace_indices")
