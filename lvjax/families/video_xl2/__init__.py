@@ -3,7 +3,8 @@ timestamped groups of 144 visual tokens, a Qwen2 LLM with chunk-sparse prefill a
 KV decoding (see `modes` for the three evaluation trees and their options).
 
 Parameter tree: {'llm': Qwen2 tree} + the front end's {'vision_tower', 'sae', 'mm_projector'}
-(lvjax/models/dts_frontend.py, shared with Video-XL-Pro).
+(lvjax/models/dts_frontend.py, shared with Video-XL-Pro) + 'text_mlp' (stored by the checkpoint,
+unused by Video-XL-2; kept so an export has the original's keys).
 """
 
 from __future__ import annotations
@@ -18,15 +19,18 @@ import numpy as np
 
 from lvjax.config import ConfigError, LLMConfig
 from lvjax.convert.llm import llm_rules
+from lvjax.convert.table import LINEAR, Rule
 from lvjax.families.base import Encoded, Family, Sampling
 from lvjax.families.registry import register
 from lvjax.families.video_xl2 import modes, runner
 from lvjax.families.video_xl2.config import VideoXL2Config
 from lvjax.families.video_xl2.spans import visual_spans
 from lvjax.generate import GenerationConfig, sample_rng
+from lvjax.models import dts_frontend as fe
 from lvjax.models import llm
 from lvjax.models.qwen2 import Qwen2, causal_mask, positions_from_valid
 from lvjax.prompt import build_prompt, tokenize_with_image
+from lvjax.video.sampling import rounded_timestamps
 from lvjax.train.objective import token_ce
 
 TOKENS_PER_GROUP = 144  # visual tokens per group of 4 frames
@@ -78,13 +82,26 @@ class VideoXL2Family(Family):
         return cfg.llm
 
     def with_dtypes(self, cfg: VideoXL2Config, dtype: str, param_dtype: str) -> VideoXL2Config:
-        return cfg.replace(llm=cfg.llm.replace(dtype=dtype, param_dtype=param_dtype))
+        return cfg.replace(llm=cfg.llm.replace(dtype=dtype, param_dtype=param_dtype),
+                           frontend=cfg.frontend.with_dtypes(dtype, param_dtype))
 
     def rules(self, cfg: VideoXL2Config) -> list:
-        return llm_rules(cfg.llm, root="llm/")
+        text_mlp = [Rule("model.text_mlp.0.weight", "text_mlp/kernel", LINEAR), Rule("model.text_mlp.0.bias", "text_mlp/bias")]
+        return llm_rules(cfg.llm, root="llm/") + fe.frontend_rules(cfg.frontend) + text_mlp
 
     def init(self, cfg: VideoXL2Config, key: jax.Array) -> dict:
-        return {"llm": Qwen2(cfg.llm).init(key, jnp.zeros((1, 1), jnp.int32))["params"]}
+        k1, k2, k3 = jax.random.split(key, 3)
+        d = cfg.llm.hidden_size
+        text_mlp = nn.Dense(d, kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed", "embed_out")),
+                            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed_out",)))
+        return {"llm": Qwen2(cfg.llm).init(k1, jnp.zeros((1, 1), jnp.int32))["params"],
+                **fe.init_frontend(cfg.frontend, k2), "text_mlp": text_mlp.init(k3, jnp.zeros((1, d)))["params"]}
+
+    def side_folders(self, hf: dict) -> tuple[str, ...]:
+        return (fe.VISION_FOLDER,)
+
+    def write_side_folders(self, out: str, cfg: VideoXL2Config, tensors: dict[str, np.ndarray]) -> None:
+        fe.write_vision_folder(out, cfg.frontend, tensors)
 
     def sampling(self, cfg: VideoXL2Config) -> Sampling:
         """lmms-eval `load_video(fps=1, max_fps=4, max_frames_num=256)` (the MLVU script), groups of 4."""
@@ -94,22 +111,36 @@ class VideoXL2Family(Family):
         return TOKENS_PER_GROUP / 4
 
     def encode(self, params: dict, cfg: VideoXL2Config, frames, *, intermediates: bool = False, **options) -> Encoded:
-        raise ConfigError("video_xl2: the SigLIP/DTS front end (lvjax/models/dts_frontend.py, branch xlpro) is not merged yet")
+        """Frames → `Encoded` with visual = {'pooled': (G, 144, D), 'timestamps': rounded seconds (F,)};
+        frames are padded to groups of 4 by repeating the last one (Video-XL-2)."""
+        t0 = time.perf_counter()
+        pixels = fe.preprocess_frames(frames.frames, cfg.frontend)
+        pooled, stages = fe.encode_groups(params, cfg.frontend, pixels, fe.pad_counts_last(len(frames)),
+                                          intermediates=intermediates)
+        pooled = jax.block_until_ready(pooled)
+        visual = {"pooled": pooled, "timestamps": rounded_timestamps(frames.timestamps)}
+        return Encoded(visual, frames, {"vision": time.perf_counter() - t0}, dict(stages, pixels=pixels) if intermediates else {})
+
+    def prompt_embeds(self, model, encoded: Encoded, question: str, history: Sequence[tuple[str, str]] = ()):
+        """The spliced LLM input (L, D) and its `VisualSpans` (qwen_1_5 prompt, timestamped groups)."""
+        ids, image_at = tokenize_with_image(build_prompt(question, "", history), model.tokenizer)
+        special = time_token_ids(model.tokenizer)
+        llm_params, cfg = model.params["llm"], model.config.llm
+        time_ids = fe.time_prompt_ids(model.tokenizer, encoded.visual["timestamps"], fe.XL2_TIME_FORMAT, special["pad_id"],
+                                      model.config.frontend.tokens_per_group)
+        embed = lambda part: llm.embed(llm_params, cfg, jnp.asarray([part], jnp.int32))[0]  # noqa: E731
+        visual = fe.visual_sequence(embed(time_ids), time_ids, encoded.visual["pooled"], special["pad_id"])
+        embeds = fe.splice(embed(ids[:image_at]), visual, embed(ids[image_at + 1:]))
+        spans = visual_spans(time_ids, image_at, embeds.shape[0], encoded.num_frames, **special)
+        return embeds, spans
 
     def answer_encoded(self, model, encoded: Encoded, question: str, *, history: Sequence[tuple[str, str]] = (),
                        gen: GenerationConfig, seed: int | None = None, **options) -> tuple[np.ndarray, dict]:
-        """`encoded.visual` = {'time_ids': (N,) ids of the visual block, 'embeds': (N, D) its embeddings}."""
         self.check_options(options)
         mode = modes.resolve(**options)
-        ids, image_at = tokenize_with_image(build_prompt(question, "", history), model.tokenizer)
-        llm_params, cfg = model.params["llm"], model.config.llm
-        visual = encoded.visual
-        embed = lambda part: np.asarray(llm.embed(llm_params, cfg, jnp.asarray([part], jnp.int32))[0])  # noqa: E731
-        embeds = np.concatenate([embed(ids[:image_at]), np.asarray(visual["embeds"]), embed(ids[image_at + 1:])])
-        spans = visual_spans(visual["time_ids"], image_at, len(embeds), encoded.num_frames,
-                             **time_token_ids(model.tokenizer))
+        embeds, spans = self.prompt_embeds(model, encoded, question, history)
         t0 = time.perf_counter()
-        tokens, n, _ = answer_from_embeds(llm_params, cfg, embeds, spans, mode, gen, seed)
+        tokens, n, _ = answer_from_embeds(model.params["llm"], model.config.llm, embeds, spans, mode, gen, seed)
         # Prefill and decoding are one jitted call: its time is reported as prefill.
         report = {"visual_tokens": int(spans.visual_end - spans.visual_start), "prompt_tokens": len(embeds),
                   "seconds_prefill": time.perf_counter() - t0, "seconds_decode": 0.0,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from lvjax.config import ConfigError, LLMConfig, _freeze, _thaw_pairs
+from lvjax.models.dts_frontend import FrontendConfig
 
 # The fields `from_hf` reads and checks (everything else is carried through unchanged).
 _FRONT_END = {"mm_hidden_size": int, "mm_projector_type": str, "mm_spatial_pool_stride": int,
@@ -19,11 +20,13 @@ _FRONT_END = {"mm_hidden_size": int, "mm_projector_type": str, "mm_spatial_pool_
 
 @dataclasses.dataclass(frozen=True)
 class VideoXL2Config:
-    """llm: the Qwen2 decoder. mm_*: the front end's `config.json` fields (projector 'mlp2x_gelu',
-    pool 'average' with stride 2, the SigLIP sub-folder `mm_vision_tower`, `mm_vision_select_layer`
-    −2 = the penultimate SigLIP layer). other: every other field, frozen (key, value) pairs."""
+    """llm: the Qwen2 decoder; frontend: SigLIP / DTS / projector sizes (`vision_tower/config.json`
+    + the mm_* fields). mm_*: those `config.json` fields as written (projector 'mlp2x_gelu', pool
+    'average' with stride 2, the SigLIP sub-folder `mm_vision_tower`, `mm_vision_select_layer` −2 =
+    the penultimate SigLIP layer). other: every other field, frozen (key, value) pairs."""
 
     llm: LLMConfig
+    frontend: FrontendConfig
     mm_hidden_size: int
     mm_projector_type: str
     mm_spatial_pool_stride: int
@@ -46,15 +49,10 @@ class VideoXL2Config:
             if not isinstance(hf[name], kind) or isinstance(hf[name], bool):
                 raise ConfigError(f"{source}: {name}={hf[name]!r} is not a{'n integer' if kind is int else ' string'}")
             values[name] = hf[name]
-        if values["mm_projector_type"] != "mlp2x_gelu":
-            raise ConfigError(f"{source}: mm_projector_type={values['mm_projector_type']!r} (Video-XL-2 uses 'mlp2x_gelu')")
-        if values["mm_spatial_pool_mode"] != "average" or values["mm_spatial_pool_stride"] < 1:
-            raise ConfigError(f"{source}: mm_spatial_pool_mode={values['mm_spatial_pool_mode']!r} / "
-                              f"mm_spatial_pool_stride={values['mm_spatial_pool_stride']!r} (expected 'average', ≥ 1)")
         llm = LLMConfig.from_hf(hf, source)
         known = set(_FRONT_END) | set(llm.to_hf())
         other = _freeze({k: v for k, v in hf.items() if k not in known})
-        return cls(llm=llm, other=other, **values)
+        return cls(llm=llm, frontend=FrontendConfig.from_hf(hf, source), other=other, **values)
 
     def to_hf(self) -> dict:
         """The `config.json` dict (the original's fields, in the original's names)."""
