@@ -66,6 +66,27 @@ KEYS = [
 # Arrays kept only in part: key → slice of the leading axis.
 SLICES = {"L4/vit_out": slice(0, 1)}
 
+# Video-XL-2 (../shared/fixtures/videoxl2_original): every array tests/test_video_xl2_*.py read.
+VIDEOXL2_KEYS = [
+    "common/frames_uint8", "common/frame_idx", "common/time_embedding", "common/inputs_embeds",
+    "w_chunk/prefill_mask_packed", "bilevel/prefill_mask_packed", "bilevel/suffix_position_ids",
+    "bilevel/prefill_k_layer0", "bilevel/prefill_v_layer0", "bilevel/mixed_keys", "bilevel/mixed_values",
+    *(f"{m}/{k}" for m in ("pure", "w_chunk", "bilevel")
+      for k in ("logits_suffix", "greedy_step_logits", "greedy_ids", "decode_position_ids")),
+]
+
+
+def copy_videoxl2(src: str, dst: str) -> None:
+    """The tiny Video-XL-2 folder (with its vision_tower/), the JSON facts and the VIDEOXL2_KEYS arrays."""
+    npz = os.path.join(src, "tiny_videoxl2_ref.npz")
+    os.makedirs(dst, exist_ok=True)
+    shutil.copytree(os.path.join(src, "tiny_videoxl2"), os.path.join(dst, "tiny_videoxl2"), dirs_exist_ok=True)
+    shutil.copy2(os.path.join(src, "tiny_videoxl2_ref.json"), dst)
+    ref = np.load(npz)
+    out = os.path.join(dst, "tiny_videoxl2_ref_subset.npz")
+    np.savez_compressed(out, **{k: ref[k] for k in VIDEOXL2_KEYS})
+    print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB, {len(VIDEOXL2_KEYS)} arrays)")
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,6 +106,8 @@ def main(argv=None) -> int:
     out = os.path.join(args.dst, "tiny_videochat_flash_ref_subset.npz")
     np.savez_compressed(out, **subset)
     print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB, {len(subset)} arrays)")
+    copy_videoxl2(os.path.join(ROOT, "..", "shared", "fixtures", "videoxl2_original"),
+                  os.path.join(ROOT, "tests", "fixtures", "videoxl2_original"))
     return 0
 
 
