@@ -61,7 +61,7 @@ def _answer(args) -> None:
     model = _load(args)
     question = args.question
     if args.options:
-        from lvjax.families.videochat_flash.prompt import multiple_choice
+        from lvjax.prompt import multiple_choice
 
         question = multiple_choice(question, args.options)
     answer, report = model.answer(args.video, question, **_options(args))

@@ -23,7 +23,7 @@ FAST = ["--max-frames", "8", "--max-new-tokens", "4"]
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    from lvjax.tiny import build_tiny_videochat_flash
+    from lvjax.testing.tiny import build_tiny_videochat_flash
 
     return str(build_tiny_videochat_flash(tmp_path_factory.mktemp("eval_model") / "tiny"))
 

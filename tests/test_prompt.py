@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lvjax.families.videochat_flash import prompt as P
+from lvjax import prompt as P
 
 QUESTION = "What is the person in the video doing?"
 OPTIONS = ["Cooking", "Dancing", "Reading", "Swimming"]

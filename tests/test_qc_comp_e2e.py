@@ -7,7 +7,6 @@ import pytest
 import lvjax
 from lvjax.families.base import IMAGE_TOKEN_INDEX
 from lvjax.families.videochat_flash import answer as runner
-from lvjax.families.videochat_flash.prompt import first_conv_length
 from lvjax.families.videochat_flash.selection import (
     EDGE,
     QCCompConfig,
@@ -17,6 +16,7 @@ from lvjax.families.videochat_flash.selection import (
     frame_scores,
     select_frames,
 )
+from lvjax.prompt import first_conv_length
 from lvjax.testing.tiny import build_tiny_videochat_flash
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lvjax.families.videochat_flash import prompt as P
+from lvjax import prompt as P
 from lvjax.testing.tiny import SPECIAL_TOKENS, build_tiny_tokenizer
 
 TEXTS = [

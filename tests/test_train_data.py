@@ -71,7 +71,7 @@ def test_prompt_is_the_inference_prompt():
                       "The video lasts for 2.00 seconds, and 16 frames are uniformly sampled from it. What is it?"
                       "<|im_end|>\n<|im_start|>assistant\n")
     try:
-        from lvjax.families.videochat_flash.prompt import build_prompt
+        from lvjax.prompt import build_prompt
     except ImportError:
         pytest.skip("lvjax.prompt not present")
     ref = build_prompt("What is it?", time_msg="\nThe video lasts for 2.00 seconds, and 16 frames are uniformly sampled from it. ")

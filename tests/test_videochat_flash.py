@@ -16,7 +16,7 @@ from lvjax.config import ConfigError
 from lvjax.families.base import IMAGE_TOKEN_INDEX, Encoded
 from lvjax.families.videochat_flash import answer as runner
 from lvjax.families.videochat_flash import model as vcf
-from lvjax.families.videochat_flash.prompt import multiple_choice
+from lvjax.prompt import multiple_choice
 from lvjax.video import VideoFrames
 
 QUESTION = multiple_choice("What is the person in the video doing?", ["Cooking", "Dancing", "Reading", "Swimming"])

@@ -93,6 +93,7 @@ def build_real(work: str, dtype: str, dry_run: bool):
     """The 2B shapes with random weights, built in memory (tokenizer: the tiny offline one)."""
     import flax.linen as nn
     import jax
+
     from lvjax.families import family_for
     from lvjax.model import Model
     from lvjax.testing.tiny import build_tiny_tokenizer

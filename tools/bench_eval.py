@@ -35,7 +35,7 @@ def main() -> int:
 
     work = tempfile.mkdtemp(prefix="lvjax-bench-eval-")
     if args.model is None:
-        from lvjax.tiny import build_tiny_videochat_flash
+        from lvjax.testing.tiny import build_tiny_videochat_flash
 
         args.model = str(build_tiny_videochat_flash(os.path.join(work, "model")))
     ann = make_benchmark(args.task, os.path.join(work, "bench"), args.n, seed=0)

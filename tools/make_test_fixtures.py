@@ -79,10 +79,31 @@ VIDEOXL_KEYS = [
                            "greedy_step_logits", "decode_position_ids", "decode_mem_len")),
     "mix2/window_ratios", "mix2/memory_sizes", "mix2/last_logits",
 ]
+VIDEOXL_PRO_KEYS = [
+    "video/frames_uint8", "video/frame_idx", "preprocess/resized_uint8_frame0", "preprocess/pixel_values_mean",
+    "preprocess/pixel_values_abs_sum", "prompt/input_ids", "prompt/time_embedding", "vision/vit_features",
+    "vision/interpolated", "vision/pad_repeat_counts", "dts/layer0_out_group0", "dts/layer1_out_group0",
+    "dts/layer2_out_group0", "dts/output", "vision/projector_out", "vision/pooled", "selector/visual_seq",
+    "selector/text_ids", "selector/text_feat", "selector/wtta_out", "selector/scores", "selector/rotary_out",
+    "selector/kept_visual_positions", "selector/drop_rate", "alt/drop_rate", "alt/kept_visual_positions",
+    "alt/last_logits", "llm/inputs_embeds", "llm/final_norm_hidden", "llm/logits_suffix", "llm/last_logits",
+    "greedy/ids", "greedy/step_logits",
+]
+# Video-XL-2: the front end (tests/test_dts_frontend.py) and the LLM side (tests/test_video_xl2_*.py).
+VIDEOXL2_KEYS = [
+    "common/frames_uint8", "common/frame_idx", "common/timestamps", "common/time_embedding", "common/input_ids",
+    "common/pooled", "common/inputs_embeds",
+    "w_chunk/prefill_mask_packed", "bilevel/prefill_mask_packed", "bilevel/suffix_position_ids",
+    "bilevel/prefill_k_layer0", "bilevel/prefill_v_layer0", "bilevel/mixed_keys", "bilevel/mixed_values",
+    *(f"{m}/{k}" for m in ("pure", "w_chunk", "bilevel")
+      for k in ("logits_suffix", "greedy_step_logits", "greedy_ids", "decode_position_ids")),
+]
 # name → (source folder under ../shared/fixtures, keys, slices)
 FIXTURES = {
     "videochat_flash": ("videochat_flash_original", KEYS, SLICES),
     "videoxl": ("videoxl_original", VIDEOXL_KEYS, {}),
+    "videoxl_pro": ("videoxl_pro_original", VIDEOXL_PRO_KEYS, {}),
+    "videoxl2": ("videoxl2_original", VIDEOXL2_KEYS, {}),
 }
 
 

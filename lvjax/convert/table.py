@@ -135,3 +135,10 @@ def lvjax_to_hf(params: Mapping, rules: Iterable[Rule]) -> dict[str, np.ndarray]
             for i, key in enumerate(rule.hf_keys()):
                 out[key] = np.ascontiguousarray(rule.transform.to_hf(value[i]))
     return out
+
+
+# Conv2d weight (out, in, kh, kw) ↔ Flax Conv kernel (kh, kw, in, out).
+CONV2D = Transform("conv2d", lambda a: a.transpose(2, 3, 1, 0), lambda a: a.transpose(3, 2, 0, 1))
+# 1×1(×1) convolutions used as linear maps: weight (out, in, 1[, 1, 1]) ↔ Dense kernel (in, out).
+POINTWISE_CONV1D = Transform("pointwise_conv1d", lambda a: a[:, :, 0].T, lambda a: a.T[:, :, None])
+POINTWISE_CONV3D = Transform("pointwise_conv3d", lambda a: a[:, :, 0, 0, 0].T, lambda a: a.T[:, :, None, None, None])

@@ -20,7 +20,15 @@ from typing import Any, Sequence
 
 from lvjax.config import ConfigError
 from lvjax.eval.summary import summarize, summary_path, write_json_atomic
-from lvjax.eval.tasks import FAMILY_PROTOCOL, Item, Rule, Task, get_task, load_items, resolve_video
+from lvjax.eval.tasks import (
+    FAMILY_PROTOCOL,
+    Item,
+    Rule,
+    Task,
+    get_task,
+    load_items,
+    resolve_video,
+)
 
 DEFAULT_MIN_FRAMES = 64  # the answer handle's default frame floor (lowered to --max-frames when that is smaller)
 STAGES = ("read", "vision", "merge", "prefill", "decode")

@@ -45,3 +45,8 @@ def projector_apply(params, x: jax.Array, out_features: int | None = None) -> ja
     if out_features is None:
         out_features = nn.unbox(params)["mlp_2"]["bias"].shape[-1]
     return Projector(out_features).apply({"params": params}, x)
+
+
+# LLaVA's `mlp2x_gelu` (Linear(C → D), exact GELU, Linear(D → D)) is this same MLP; Video-XL-Pro / -2
+# store it as `model.mm_projector.{0,2}` (→ mlp_0 / mlp_2).
+MLP2xGelu = Projector

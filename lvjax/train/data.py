@@ -150,7 +150,7 @@ def chat_segments(conversations: list[dict], time_msg: str | None, system: str) 
     inference prompt): the first human turn becomes "<image>\\n{time_msg.strip()} {question}"
     when there is a video. Answers are labelled together with their closing <|im_end|>."""
     try:
-        from lvjax.families.videochat_flash.prompt import render_chatml, video_user_turn
+        from lvjax.prompt import render_chatml, video_user_turn
     except ImportError:  # prompt module absent: the same template, inline
         def render_chatml(messages, system):
             out = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""

@@ -37,6 +37,9 @@ import numpy as np
 
 __all__ = [
     "FramePlan",
+    "fps_max_indices",
+    "linspace_indices",
+    "rounded_timestamps",
     "clip_window",
     "duplicate_indices",
     "num_sampled_frames",
@@ -163,16 +166,47 @@ def plan_frames(vlen: int, video_fps: float, *, target_fps: float = 1.0, local_n
     return FramePlan(idx, duration, time_message(duration, len(idx)), sampled)
 
 
-def linspace_indices(vlen: int, max_frames: int) -> np.ndarray:
-    """Video-XL's uniform sampling (`eval/videoxl.py load_video`): ``np.linspace(0, vlen - 1, max_frames, dtype=int)``.
+# ----------------------------------------------------------------------------- Video-XL-Pro / Video-XL-2
 
-    Always `max_frames` indices (int64, repeats when vlen < max_frames), first and last frame included.
-    """
-    if int(vlen) != vlen or vlen < 1:
-        raise ValueError(f"vlen must be a positive frame count, got {vlen!r}")
+
+def linspace_indices(vlen: int, max_frames: int) -> np.ndarray:
+    """Uniform indices (max_frames,) int64: ``np.linspace(0, vlen - 1, max_frames, dtype=int)``
+    (Video-XL-Pro `demo_utils.load_video`; repeats when max_frames > vlen)."""
+    _check(vlen, 1.0, 1)
     if int(max_frames) != max_frames or max_frames < 1:
         raise ValueError(f"max_frames must be a positive integer, got {max_frames!r}")
-    return np.linspace(0, int(vlen) - 1, int(max_frames), dtype=int).astype(np.int64)
+    return np.linspace(0, vlen - 1, int(max_frames), dtype=int).astype(np.int64)
 
 
-__all__.append("linspace_indices")
+def fps_max_indices(vlen: int, video_fps: float, *, fps: float = 1.0, max_fps: float | None = 4.0,
+                    max_frames: int = 48) -> np.ndarray:
+    """Video-XL-2's lmms-eval `load_video(max_frames_num, fps, max_fps)` indices, int64.
+
+    1. ``step = round(video_fps / fps)``; ``idx = range(0, vlen, step)``;
+    2. ``higher = min(max_frames // len(idx), max_fps)``; if ``higher > fps``:
+       ``idx = range(0, vlen, round(video_fps / higher))`` (a denser rate when the budget allows);
+    3. if ``max_frames > 0`` and ``len(idx) > max_frames``: ``np.linspace(0, vlen - 1, max_frames, dtype=int)``;
+    4. the last ``len(idx) % 4`` indices are dropped (groups of 4 frames).
+    Raises ValueError when nothing is left (fewer than 4 candidate frames).
+    """
+    _check(vlen, video_fps, 1)
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps!r}")
+    step = max(round(video_fps / fps), 1)
+    idx = np.arange(0, vlen, step, dtype=np.int64)
+    if max_fps is not None:
+        higher = min(max_frames // len(idx), max_fps)
+        if higher > fps:
+            idx = np.arange(0, vlen, max(round(video_fps / higher), 1), dtype=np.int64)
+    if max_frames > 0 and len(idx) > max_frames:
+        idx = np.linspace(0, vlen - 1, max_frames, dtype=int).astype(np.int64)
+    idx = idx[:len(idx) - len(idx) % 4]
+    if len(idx) == 0:
+        raise ValueError(f"a {vlen}-frame video gives fewer than 4 frames at {fps} fps (Video-XL-2 needs groups of 4)")
+    return idx
+
+
+def rounded_timestamps(seconds) -> list[float]:
+    """``[round(t, 1) for t in seconds]`` with t = index / video_fps (`VideoFrames.timestamps`): the
+    seconds Video-XL-Pro / -2 write in their time prompts (Python float rounding, as the original)."""
+    return [round(float(t), 1) for t in np.asarray(seconds, np.float64).tolist()]

@@ -23,13 +23,20 @@ from lvjax.families.base import Encoded, Family, Sampling
 from lvjax.families.registry import register
 from lvjax.families.video_xl import convert
 from lvjax.families.video_xl.config import VideoXLConfig, clip_folder
-from lvjax.families.video_xl.memory import WindowPlan, decode, draw_ratios, extend_text, init_llm, prefill_video
+from lvjax.families.video_xl.memory import (
+    WindowPlan,
+    decode,
+    draw_ratios,
+    extend_text,
+    init_llm,
+    prefill_video,
+)
 from lvjax.families.video_xl.prompt import PromptIds, prompt_ids
 from lvjax.families.video_xl.vision import clip_preprocess, encode_pixels, projector
 from lvjax.generate import GenerationConfig, bucket, sample_rng
+from lvjax.losses import token_ce
 from lvjax.models import llm as llm_lib
 from lvjax.models.clip import init_clip
-from lvjax.train.objective import token_ce
 
 ORIGINAL_RATIO_SEED = 42  # `Memory.rng = np.random.default_rng(42)`, made once per Memory object
 

@@ -26,10 +26,10 @@ import os
 import numpy as np
 from safetensors.numpy import save_file
 
+from lvjax.config import _thaw_pairs
 from lvjax.convert.llm import llm_rules
 from lvjax.convert.table import IDENTITY, LINEAR, Rule, Transform
 from lvjax.families.video_xl.config import CLIP_FOLDER, VideoXLConfig
-from lvjax.config import _thaw_pairs
 from lvjax.models.clip import clip_rules
 
 CLIP_PREFIX = "model.vision_tower.vision_tower."

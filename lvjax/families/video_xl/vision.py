@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lvjax.families.video_xl.config import Preprocess, VideoXLConfig

@@ -27,7 +27,6 @@ from lvjax.families.base import Encoded
 from lvjax.families.videochat_flash import model as vcf
 from lvjax.families.videochat_flash.compression import build_plan
 from lvjax.families.videochat_flash.drops import KeepStatic, drops_for_plan
-from lvjax.families.videochat_flash.prompt import build_prompt, tokenize_with_image
 from lvjax.families.videochat_flash.selection import QCCompConfig, select_frames_qc
 from lvjax.generate import (
     GenerationConfig,
@@ -38,6 +37,7 @@ from lvjax.generate import (
     sample_rng,
 )
 from lvjax.models import llm
+from lvjax.prompt import build_prompt, tokenize_with_image
 from lvjax.video.preprocess import preprocess
 
 

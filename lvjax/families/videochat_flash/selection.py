@@ -35,9 +35,9 @@ from lvjax.attention import attention_probs
 from lvjax.config import LLMConfig
 from lvjax.families.base import IMAGE_TOKEN_INDEX
 from lvjax.families.videochat_flash import model as vcf
-from lvjax.families.videochat_flash.prompt import first_conv_length
 from lvjax.models import llm
 from lvjax.models.qwen2 import RMSNorm, scoring_projection
+from lvjax.prompt import first_conv_length
 
 EDGE = 1e9  # score of clips not covered by the maximum number of windows
 

@@ -1,4 +1,4 @@
-"""The VideoChat-Flash / XComp chat prompt (`conv_templates["qwen_2"]`) and its tokenisation.
+"""The ChatML prompt every family uses (qwen_2 for VideoChat-Flash, qwen_1_5 for the Video-XL family: the same text).
 
 Text layout (CHATML, exactly as the original `Conversation.get_prompt` with `SeparatorStyle.CHATML`):
 
