@@ -21,6 +21,7 @@ from lvjax.families.video_xl_pro import FAMILY, prepare_inputs, time_ids_for
 from lvjax.families.video_xl_pro.selector import draw_keep_rate
 from lvjax.generate import GenerationConfig
 from lvjax.models import llm
+from lvjax.models.dts_frontend import preprocess_frames
 from lvjax.models.qwen2 import Qwen2
 from lvjax.prompt import build_prompt, tokenize_with_image
 from lvjax.video import VideoFrames
@@ -97,6 +98,11 @@ def test_llm_logits(model, encoded, ref):
     assert _rel(normed, ref["llm/final_norm_hidden"]) < 1e-5
     np.testing.assert_allclose(logits[-61:], ref["llm/logits_suffix"], atol=1e-4)
     np.testing.assert_allclose(logits[-1], ref["llm/last_logits"], atol=1e-4)
+
+
+@pytest.mark.heavy
+def test_decode_step_logits(model, encoded, ref):
+    x, _ = _prepare(model, encoded, ref, float(ref["selector/drop_rate"]))
     # Decode-step logits, teacher-forced on the recorded greedy ids (a causal model: the same function).
     ids = ref["greedy/ids"]
     steps = jnp.concatenate([x, llm.embed(model.params["llm"], model.config.llm, jnp.asarray(ids[None, :-1]))[0]])
@@ -110,12 +116,14 @@ def test_greedy_answer(model, encoded, ref):
     assert report["kept_visual"] == 240 and report["prompt_tokens"] == 335
 
 
+@pytest.mark.heavy
 def test_alt_keep_rate(model, encoded, ref):
     x, st = _prepare(model, encoded, ref, draw_keep_rate(ref.facts["seeds"]["keep_alt"]))
     np.testing.assert_array_equal(st["kept_visual_positions"], ref["alt/kept_visual_positions"])
     np.testing.assert_allclose(_logits(model, x)[0][-1], ref["alt/last_logits"], atol=1e-4)
 
 
+@pytest.mark.heavy
 def test_pad_counts_option_reencodes(model, encoded, ref):
     ids, report = FAMILY.answer_encoded(model, encoded, ref.facts["question"], gen=GenerationConfig(max_new_tokens=1),
                                         keep_rate=0.99, pad_repeat_counts=[1, 1, 1, 1, 1, 3])
@@ -124,12 +132,11 @@ def test_pad_counts_option_reencodes(model, encoded, ref):
         FAMILY.answer_encoded(model, encoded, "q", gen=model.generation, compression="x")
 
 
+@pytest.mark.heavy
 def test_loss_is_ce_on_answers(model, encoded, ref):
     ids = ref["prompt/input_ids"]
     labels = np.full_like(ids, -100)
     labels[-5:] = ids[-5:]  # the last prompt tokens as the "answer"
-    from lvjax.models.dts_frontend import preprocess_frames
-
     batch = {"pixels": preprocess_frames(encoded.frames.frames, model.config.frontend),
              "time_ids": ref["prompt/time_embedding"], "input_ids": ids, "labels": labels}
     spec = (model.config, encoded.cache["pad_repeat_counts"], float(ref["selector/drop_rate"]), 503)

@@ -66,6 +66,36 @@ KEYS = [
 # Arrays kept only in part: key → slice of the leading axis.
 SLICES = {"L4/vit_out": slice(0, 1)}
 
+# Other recorded families: name → the arrays their tests read (whole; copied next to the tiny folder).
+OTHER_KEYS = {
+    "videoxl_pro": [
+        "video/frames_uint8", "video/frame_idx", "preprocess/resized_uint8_frame0", "preprocess/pixel_values_mean",
+        "preprocess/pixel_values_abs_sum", "prompt/input_ids", "prompt/time_embedding", "vision/vit_features",
+        "vision/interpolated", "vision/pad_repeat_counts", "dts/layer0_out_group0", "dts/layer1_out_group0",
+        "dts/layer2_out_group0", "dts/output", "vision/projector_out", "vision/pooled", "selector/visual_seq",
+        "selector/text_ids", "selector/text_feat", "selector/wtta_out", "selector/scores", "selector/rotary_out",
+        "selector/kept_visual_positions", "selector/drop_rate", "alt/drop_rate", "alt/kept_visual_positions",
+        "alt/last_logits", "llm/inputs_embeds", "llm/final_norm_hidden", "llm/logits_suffix", "llm/last_logits",
+        "greedy/ids", "greedy/step_logits",
+    ],
+    # the Video-XL-2 front end (tests/test_dts_frontend.py)
+    "videoxl2": ["common/frames_uint8", "common/frame_idx", "common/timestamps", "common/time_embedding",
+                 "common/input_ids", "common/pooled", "common/inputs_embeds"],
+}
+
+
+def copy_other(name: str, keys: list[str], src_root: str, dst_root: str) -> None:
+    """Copy tiny_<name>/, its ref json and the `keys` arrays of `<src_root>/<name>_original`."""
+    src, dst = os.path.join(src_root, f"{name}_original"), os.path.join(dst_root, f"{name}_original")
+    model = f"tiny_{name}"
+    os.makedirs(dst, exist_ok=True)
+    shutil.copytree(os.path.join(src, model), os.path.join(dst, model), dirs_exist_ok=True)
+    shutil.copy2(os.path.join(src, f"{model}_ref.json"), dst)
+    ref = np.load(os.path.join(src, f"{model}_ref.npz"))
+    out = os.path.join(dst, f"{model}_ref_subset.npz")
+    np.savez_compressed(out, **{k: ref[k] for k in keys})
+    print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB, {len(keys)} arrays)")
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,6 +115,8 @@ def main(argv=None) -> int:
     out = os.path.join(args.dst, "tiny_videochat_flash_ref_subset.npz")
     np.savez_compressed(out, **subset)
     print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB, {len(subset)} arrays)")
+    for name, keys in OTHER_KEYS.items():
+        copy_other(name, keys, os.path.dirname(os.path.abspath(args.src)), os.path.dirname(os.path.abspath(args.dst)))
     return 0
 
 
