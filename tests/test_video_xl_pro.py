@@ -125,8 +125,8 @@ def test_alt_keep_rate(model, encoded, ref):
 
 @pytest.mark.heavy
 def test_pad_counts_option_reencodes(model, encoded, ref):
-    ids, report = FAMILY.answer_encoded(model, encoded, ref.facts["question"], gen=GenerationConfig(max_new_tokens=1),
-                                        keep_rate=0.99, pad_repeat_counts=[1, 1, 1, 1, 1, 3])
+    _, report = FAMILY.answer_encoded(model, encoded, ref.facts["question"], gen=GenerationConfig(max_new_tokens=1),
+                                      keep_rate=0.99, pad_repeat_counts=[1, 1, 1, 1, 1, 3])
     assert report["pad_repeat_counts"] == [1, 1, 1, 1, 1, 3] and report["kept_visual"] == 272
     with pytest.raises(ConfigError, match="unknown option"):
         FAMILY.answer_encoded(model, encoded, "q", gen=model.generation, compression="x")
