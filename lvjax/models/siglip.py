@@ -162,7 +162,7 @@ class SiglipVisionModel(nn.Module):
     def __call__(self, pixels):
         cfg = self.cfg
         dtype = jnp.dtype(cfg.dtype)
-        n, hgt, wid, _ = pixels.shape
+        _, hgt, wid, _ = pixels.shape
         if hgt != cfg.image_size or wid != cfg.image_size:
             raise ValueError(f"SiglipVisionModel: frames are {hgt}×{wid}, the config expects {cfg.image_size}²")
         x = _Embeddings(cfg, name="embeddings")(pixels.astype(dtype))
