@@ -130,8 +130,9 @@ class Model:
         min_frames = min(s.min_frames, s.max_frames) if min_frames is None else min_frames
         if min_frames > s.max_frames:
             raise ConfigError(f"min_frames={min_frames} is more than max_frames={s.max_frames}")
-        return load_frames(video, fps=s.fps, local_num_frames=s.frame_multiple, max_num_frames=s.max_frames,
-                           min_num_frames=min_frames, start=start, end=end, duplicate_to_min=s.duplicate_to_min)
+        return load_frames(video, fps=s.fps or 1.0, local_num_frames=s.frame_multiple, max_num_frames=s.max_frames,
+                           min_num_frames=min_frames, start=start, end=end, duplicate_to_min=s.duplicate_to_min,
+                           rule=s.rule, max_fps=s.max_fps)
 
     def encode_video(self, video: Any, *, fps: float | None = None, max_frames: int | None = None,
                      min_frames: int | None = None, duplicate_to_min: bool | None = None, start: float | None = None,

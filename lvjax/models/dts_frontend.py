@@ -79,6 +79,12 @@ class FrontendConfig:
     def replace(self, **kw) -> "FrontendConfig":
         return dataclasses.replace(self, **kw)
 
+    def describe(self) -> dict:
+        """The vision sizes `lvjax info` prints."""
+        v = self.vision
+        return {"tower": "siglip+dts", "hidden_size": v.hidden_size, "layers": v.num_layers, "image_size": v.image_size,
+                "patch_size": v.patch_size, "tokens_per_group": self.tokens_per_group}
+
     @classmethod
     def from_hf(cls, hf: dict, source: str) -> "FrontendConfig":
         """From the main `config.json` dict (`source` = its path) and `<folder>/vision_tower/config.json`."""

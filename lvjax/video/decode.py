@@ -93,11 +93,13 @@ class VideoFrames:
 # ----------------------------------------------------------------------------- common
 
 
-def _sampling_kwargs(fps, local_num_frames, max_num_frames, min_num_frames, start, end, duplicate_to_min) -> dict:
+def _sampling_kwargs(fps, local_num_frames, max_num_frames, min_num_frames, start, end, duplicate_to_min,
+                     rule="dynamic_fps1", max_fps=None) -> dict:
     if not (fps > 0):
         raise ValueError(f"fps (sampled frames per second) must be positive, got {fps!r}")
     return dict(target_fps=fps, local_num_frames=local_num_frames, max_num_frames=max_num_frames,
-                min_num_frames=min_num_frames, start=start, end=end, duplicate_to_min=duplicate_to_min)
+                min_num_frames=min_num_frames, start=start, end=end, duplicate_to_min=duplicate_to_min, rule=rule,
+                max_fps=max_fps)
 
 
 def _plan(name: str, vlen: int, video_fps: float, kw: dict) -> FramePlan:
@@ -388,7 +390,8 @@ def _guard(path: str, fn):
 
 def read_video(path: str | os.PathLike, *, fps: float = 1.0, local_num_frames: int = 8, max_num_frames: int = 512,
                min_num_frames: int = 64, start: float | None = None, end: float | None = None,
-               duplicate_to_min: bool = False, threads: int | str = "auto", seek: bool = True, seek_cost: int = 8,
+               duplicate_to_min: bool = False, rule: str = "dynamic_fps1", max_fps: float | None = None,
+               threads: int | str = "auto", seek: bool = True, seek_cost: int = 8,
                strict: bool = True, source_fps: float | None = None, image_fps: float = 1.0,
                progress: Callable[[int, int], None] | None = None,
                resize_to: int | tuple[int, int] | None = None) -> VideoFrames:
@@ -413,8 +416,9 @@ def read_video(path: str | os.PathLike, *, fps: float = 1.0, local_num_frames: i
     if os.path.isdir(path):
         return read_image_folder(path, image_fps=image_fps, fps=fps, local_num_frames=local_num_frames,
                                  max_num_frames=max_num_frames, min_num_frames=min_num_frames, start=start, end=end,
-                                 duplicate_to_min=duplicate_to_min, resize_to=resize_to)
-    kw = _sampling_kwargs(fps, local_num_frames, max_num_frames, min_num_frames, start, end, duplicate_to_min)
+                                 duplicate_to_min=duplicate_to_min, rule=rule, max_fps=max_fps, resize_to=resize_to)
+    kw = _sampling_kwargs(fps, local_num_frames, max_num_frames, min_num_frames, start, end, duplicate_to_min,
+                          rule, max_fps)
     index = _guard(path, lambda: _scan(path, strict, container_index=seek))
 
     def seeking(index: _Index):
@@ -484,8 +488,8 @@ def _natural_key(name: str):
 
 def read_image_folder(path: str | os.PathLike, *, image_fps: float = 1.0, fps: float = 1.0, local_num_frames: int = 8,
                       max_num_frames: int = 512, min_num_frames: int = 64, start: float | None = None,
-                      end: float | None = None, duplicate_to_min: bool = False,
-                      resize_to: int | tuple[int, int] | None = None) -> VideoFrames:
+                      end: float | None = None, duplicate_to_min: bool = False, rule: str = "dynamic_fps1",
+                      max_fps: float | None = None, resize_to: int | tuple[int, int] | None = None) -> VideoFrames:
     """A folder of frame images as a video at `image_fps` frames/s (the original's default 1).
 
     Files with an image extension (IMAGE_EXTENSIONS), sorted by name with numbers compared as
@@ -500,7 +504,8 @@ def read_image_folder(path: str | os.PathLike, *, image_fps: float = 1.0, fps: f
                     and os.path.isfile(os.path.join(path, f))), key=_natural_key)
     if not names:
         raise VideoError(f"{path}: the directory holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-    kw = _sampling_kwargs(fps, local_num_frames, max_num_frames, min_num_frames, start, end, duplicate_to_min)
+    kw = _sampling_kwargs(fps, local_num_frames, max_num_frames, min_num_frames, start, end, duplicate_to_min,
+                          rule, max_fps)
     plan = _plan(path, len(names), float(image_fps), kw)
     cache: dict[int, np.ndarray] = {}
     for i in np.unique(plan.indices).tolist():
@@ -522,8 +527,8 @@ def read_image_folder(path: str | os.PathLike, *, image_fps: float = 1.0, fps: f
 
 def from_array(frames: np.ndarray, video_fps: float, *, fps: float = 1.0, local_num_frames: int = 8,
                max_num_frames: int = 512, min_num_frames: int = 64, start: float | None = None,
-               end: float | None = None, duplicate_to_min: bool = False,
-               resize_to: int | tuple[int, int] | None = None) -> VideoFrames:
+               end: float | None = None, duplicate_to_min: bool = False, rule: str = "dynamic_fps1",
+               max_fps: float | None = None, resize_to: int | tuple[int, int] | None = None) -> VideoFrames:
     """Sample an in-memory video: frames (N, H, W, 3) uint8 RGB at `video_fps` frames/s
     (`resize_to` as in `read_video`)."""
     arr = np.asarray(frames)
@@ -531,7 +536,8 @@ def from_array(frames: np.ndarray, video_fps: float, *, fps: float = 1.0, local_
         raise VideoError(f"<array>: expected uint8 frames (N, H, W, 3) with N > 0, got {arr.dtype} {arr.shape}")
     if not (video_fps and video_fps > 0):
         raise VideoError(f"<array>: video_fps must be positive, got {video_fps!r}")
-    kw = _sampling_kwargs(fps, local_num_frames, max_num_frames, min_num_frames, start, end, duplicate_to_min)
+    kw = _sampling_kwargs(fps, local_num_frames, max_num_frames, min_num_frames, start, end, duplicate_to_min,
+                          rule, max_fps)
     plan = _plan("<array>", len(arr), float(video_fps), kw)
     out = arr[plan.indices]
     if resize_to is not None:
@@ -548,7 +554,7 @@ def load_frames(video: Any, *, fps: float = 1.0, local_num_frames: int = 8, max_
     """One entry for every kind of video: a file path, an image folder, a (frames, video_fps)
     pair, or a uint8 array (N, H, W, 3) with `video_fps=`. Options go to `read_video`
     (files and folders: threads, seek, strict, source_fps, image_fps, progress; all kinds:
-    duplicate_to_min, resize_to)."""
+    duplicate_to_min, rule, max_fps, resize_to)."""
     common = dict(fps=fps, local_num_frames=local_num_frames, max_num_frames=max_num_frames,
                   min_num_frames=min_num_frames, start=start, end=end)
     if isinstance(video, VideoFrames):
@@ -560,7 +566,7 @@ def load_frames(video: Any, *, fps: float = 1.0, local_num_frames: int = 8, max_
     if isinstance(video, np.ndarray) or hasattr(video, "__array__"):
         if video_fps is None:
             raise VideoError("<array>: an in-memory video needs its frame rate (video_fps=)")
-        extra = {k: options.pop(k) for k in ("duplicate_to_min", "resize_to") if k in options}
+        extra = {k: options.pop(k) for k in ("duplicate_to_min", "resize_to", "rule", "max_fps") if k in options}
         if options:
             raise TypeError(f"options {sorted(options)} apply to files only")
         return from_array(np.asarray(video), video_fps, **common, **extra)

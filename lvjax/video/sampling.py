@@ -36,6 +36,7 @@ import math
 import numpy as np
 
 __all__ = [
+    "RULES",
     "FramePlan",
     "fps_max_indices",
     "linspace_indices",
@@ -136,6 +137,9 @@ def clip_window(vlen: int, video_fps: float, start: float | None, end: float | N
     return first, n, duration
 
 
+RULES = ("dynamic_fps1", "linspace", "fps_max")
+
+
 @dataclasses.dataclass(frozen=True)
 class FramePlan:
     """What to read: `indices` (T,) int64 into the source frames (with duplicates when
@@ -150,16 +154,27 @@ class FramePlan:
 
 def plan_frames(vlen: int, video_fps: float, *, target_fps: float = 1.0, local_num_frames: int = 8,
                 max_num_frames: int = 512, min_num_frames: int = 64, start: float | None = None,
-                end: float | None = None, duplicate_to_min: bool = False) -> FramePlan:
+                end: float | None = None, duplicate_to_min: bool = False, rule: str = "dynamic_fps1",
+                max_fps: float | None = None) -> FramePlan:
     """The whole `load_video` plan: window → sample → (optionally) duplicate → message.
+
+    rule: one of RULES — 'dynamic_fps1' (VideoChat-Flash, above), 'linspace' (Video-XL,
+    Video-XL-Pro: `max_num_frames` uniform indices), 'fps_max' (Video-XL-2: `fps_max_indices`).
 
     Order as the original: the window (if any) is cut first and sampled as a video of its own
     `window_vlen` frames, indices are shifted by its first frame; then, with
     `duplicate_to_min`, a result shorter than `min_num_frames` is repeated up to it.
     """
     first, n, duration = clip_window(vlen, video_fps, start, end)
-    idx = sample_frame_indices(n, video_fps, target_fps=target_fps, local_num_frames=local_num_frames,
-                               max_num_frames=max_num_frames, min_num_frames=min_num_frames) + first
+    if rule == "dynamic_fps1":
+        idx = sample_frame_indices(n, video_fps, target_fps=target_fps, local_num_frames=local_num_frames,
+                                   max_num_frames=max_num_frames, min_num_frames=min_num_frames) + first
+    elif rule == "linspace":
+        idx = linspace_indices(n, max_num_frames) + first
+    elif rule == "fps_max":
+        idx = fps_max_indices(n, video_fps, fps=target_fps, max_fps=max_fps, max_frames=max_num_frames) + first
+    else:
+        raise ValueError(f"unknown sampling rule {rule!r} (one of {', '.join(RULES)})")
     sampled = len(idx)
     if duplicate_to_min and sampled < min_num_frames:
         idx = idx[duplicate_indices(sampled, min_num_frames)]

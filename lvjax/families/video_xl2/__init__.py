@@ -85,6 +85,9 @@ class VideoXL2Family(Family):
         return cfg.replace(llm=cfg.llm.replace(dtype=dtype, param_dtype=param_dtype),
                            frontend=cfg.frontend.with_dtypes(dtype, param_dtype))
 
+    def describe(self, cfg) -> dict:
+        return {**super().describe(cfg), "vision": cfg.frontend.describe()}
+
     def rules(self, cfg: VideoXL2Config) -> list:
         text_mlp = [Rule("model.text_mlp.0.weight", "text_mlp/kernel", LINEAR), Rule("model.text_mlp.0.bias", "text_mlp/bias")]
         return llm_rules(cfg.llm, root="llm/") + fe.frontend_rules(cfg.frontend) + text_mlp

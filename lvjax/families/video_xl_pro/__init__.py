@@ -116,9 +116,7 @@ class VideoXLProFamily(Family):
         return cfg.with_dtypes(dtype, param_dtype)
 
     def describe(self, cfg: VideoXLProConfig) -> dict:
-        v = cfg.frontend.vision
-        return {**super().describe(cfg), "vision": {"hidden_size": v.hidden_size, "layers": v.num_layers,
-                                                    "image_size": v.image_size, "patch_size": v.patch_size}}
+        return {**super().describe(cfg), "vision": cfg.frontend.describe()}
 
     # ------------------------------------------------------------------ parameters
 
