@@ -10,7 +10,7 @@ from lvjax.config import ConfigError
 
 
 def _add_video_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, metavar="PATH", help="VideoChat-Flash/XComp HF folder or lvjax checkpoint")
+    p.add_argument("--model", required=True, metavar="PATH", help="video model: HF folder (original format) or lvjax checkpoint")
     p.add_argument("--video", required=True, metavar="FILE", help="video file, folder of frames")
     p.add_argument("--max-frames", type=int, default=None, help="frame cap (default: model default, 512)")
     p.add_argument("--min-frames", type=int, default=None, help="frame floor (default: 64)")
@@ -21,6 +21,16 @@ def _add_video_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--select-frames", type=int, default=0, metavar="K",
                    help="QC-Comp: keep the K frames most relevant to the question (videos of >= 1024 frames; 0 = off)")
     p.add_argument("--qc-repeat", type=int, default=2, help="QC-Comp shifted repeats of the chunk grid (default 2)")
+    p.add_argument("--duplicate-to-min", action="store_true",
+                   help="repeat short samples up to --min-frames (as XComp's evaluation does)")
+    p.add_argument("--compression-ratio", type=int, default=None, metavar="R",
+                   help="Video-XL: visual summarization ratio (default: beacon_ratio of config.json)")
+    p.add_argument("--prefill", choices=("dense", "chunk_sparse"), default=None,
+                   help="Video-XL-2 prefill (default chunk_sparse, as its evaluation)")
+    p.add_argument("--decode", choices=("dense", "bilevel"), default=None,
+                   help="Video-XL-2 decoding (default dense; bilevel needs selected_unit_indices)")
+    p.add_argument("--keep-rate", type=float, default=None, metavar="U",
+                   help="Video-XL-Pro selector keep rate (default: drawn as the original, 0.7-0.99)")
     p.add_argument("--sample", action="store_true", help="sample with generation_config.json instead of greedy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print a JSON object with the answer and the report")
@@ -31,7 +41,9 @@ def _add_video_options(p: argparse.ArgumentParser) -> None:
 def _options(args) -> dict:
     opts = dict(max_frames=args.max_frames, min_frames=args.min_frames, fps=args.fps,
                 max_new_tokens=args.max_new_tokens, compression=args.compression, seed=args.seed,
-                do_sample=args.sample)
+                do_sample=args.sample, duplicate_to_min=args.duplicate_to_min or None,
+                compression_ratio=args.compression_ratio, prefill=args.prefill, decode=args.decode,
+                keep_rate=args.keep_rate)
     if args.select_frames:
         from lvjax.families.videochat_flash.selection import QCCompConfig
 
@@ -71,7 +83,8 @@ def _answer(args) -> None:
 def _chat(args) -> None:
     model = _load(args)
     opts = _options(args)
-    encoded = model.encode_video(args.video, **{k: opts.pop(k) for k in ("max_frames", "min_frames", "fps") if k in opts})
+    encoded = model.encode_video(args.video, **{k: opts.pop(k) for k in ("max_frames", "min_frames", "fps",
+                                                                         "duplicate_to_min") if k in opts})
     interactive = sys.stdin.isatty()
     history: list[tuple[str, str]] = []
     while True:
