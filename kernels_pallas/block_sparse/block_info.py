@@ -152,22 +152,29 @@ def classify_blocks(layout: Layout, block_q: int, block_kv: int, q_len: int, kv_
     n = layout.length
     kv0 = np.arange(nk, dtype=np.int64) * block_kv
     kv1 = kv0 + block_kv
-    # Prefix sums of the per-token global indicator (O(length), built from the segments).
-    glob_tok = np.repeat(np.array([seg.is_global for seg in segs], np.int64),
-                         np.array([seg.length for seg in segs], np.int64))
-    glob_cum = np.concatenate([[0], np.cumsum(glob_tok)])
+    # Per sequence, prefix sums of its global-token indicator over the token span of that
+    # sequence (O(span) each). A sequence may be interrupted by padding (the answer path's
+    # `[prefix][padding][question]`): its globals are those of every earlier segment with the
+    # same `seq`, wherever the sequence resumes.
+    by_seq: dict[int, list[int]] = {}
+    for j, seg in enumerate(segs):
+        by_seq.setdefault(seg.seq, []).append(j)
+    glob_cum: dict[int, tuple[int, np.ndarray]] = {}
 
-    def glob_count(t0, t1):
-        """Global tokens in token range [t0, t1) ∩ each key block (vector over blocks)."""
-        lo = np.clip(np.maximum(kv0, t0), 0, n)
-        hi = np.clip(np.minimum(kv1, t1), 0, n)
-        return np.where(hi > lo, glob_cum[hi] - glob_cum[np.minimum(lo, hi)], 0)
-
-    seq_start = []
-    for s, seg in enumerate(segs):
-        if s == 0 or segs[s - 1].seq != seg.seq:
-            cur = s
-        seq_start.append(cur)
+    def glob_count(seq, t1):
+        """Global tokens of sequence `seq` in tokens [0, t1) ∩ each key block (vector over blocks)."""
+        if seq not in glob_cum:
+            mine = by_seq[seq]
+            t0 = int(starts[mine[0]])
+            tok = np.zeros(int(starts[mine[-1] + 1]) - t0, np.int64)
+            for j in mine:
+                if segs[j].is_global:
+                    tok[starts[j] - t0: starts[j + 1] - t0] = 1
+            glob_cum[seq] = t0, np.concatenate([[0], np.cumsum(tok)])
+        t0, cum = glob_cum[seq]
+        lo = np.clip(kv0 - t0, 0, len(cum) - 1)
+        hi = np.clip(np.minimum(kv1, t1) - t0, lo, len(cum) - 1)
+        return cum[hi] - cum[lo]
 
     kind = np.zeros((nq, nk), np.int8)
     fixed_cache: dict[int, np.ndarray] = {}
@@ -191,7 +198,7 @@ def classify_blocks(layout: Layout, block_q: int, block_kv: int, q_len: int, kv_
             fixed = fixed_cache.get(s)
             if fixed is None:
                 lo_t, own_t = starts[seg.lo], starts[s]
-                fixed = _overlap(kv0, kv1, lo_t, own_t) + glob_count(starts[seq_start[s]], lo_t)
+                fixed = _overlap(kv0, kv1, lo_t, own_t) + glob_count(seg.seq, lo_t)
                 fixed_cache[s] = fixed
             if seg.causal:
                 own_min = _overlap(kv0, kv1, starts[s], a + 1)
