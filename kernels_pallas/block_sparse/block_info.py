@@ -35,7 +35,9 @@ def unpack_step(word):
 class BlockInfo:
     """Block-sparse metadata (int32 numpy arrays unless said otherwise).
 
-    block_q, block_kv: block sizes; q_len, kv_len: padded lengths (multiples of the blocks).
+    block_q, block_kv: block sizes; q_len, kv_len: padded lengths (multiples of the blocks);
+    q_start: layout position of query row 0 (queries are positions q_start .. q_start+q_len-1;
+    0 for self-attention, > 0 for a window or new chunk attending to all keys before it).
     kind: (nq, nk) int8 in {EMPTY, PARTIAL, FULL}.
     Per query block i (forward, dq), CSR: kv_ptr (nq+1,), kv_col (nnz,) visited key blocks in
     increasing order, kv_col_partial (nnz,) 1 where the mask must be applied.
@@ -50,6 +52,7 @@ class BlockInfo:
     block_kv: int
     q_len: int
     kv_len: int
+    q_start: int
     kind: np.ndarray
     kv_ptr: np.ndarray
     kv_col: np.ndarray
@@ -144,8 +147,9 @@ def _overlap(a0, a1, b0, b1):
     return np.maximum(0, np.minimum(a1, b1) - np.maximum(a0, b0))
 
 
-def classify_blocks(layout: Layout, block_q: int, block_kv: int, q_len: int, kv_len: int) -> np.ndarray:
-    """(nq, nk) int8 block kinds from the segment intervals (no token×token mask)."""
+def classify_blocks(layout: Layout, block_q: int, block_kv: int, q_len: int, kv_len: int, q_start: int = 0) -> np.ndarray:
+    """(nq, nk) int8 block kinds from the segment intervals (no token×token mask); query block i
+    holds layout positions q_start + [i·block_q, (i+1)·block_q)."""
     nq, nk = q_len // block_q, kv_len // block_kv
     segs = layout.segments
     starts = layout.starts
@@ -179,7 +183,7 @@ def classify_blocks(layout: Layout, block_q: int, block_kv: int, q_len: int, kv_
     kind = np.zeros((nq, nk), np.int8)
     fixed_cache: dict[int, np.ndarray] = {}
     for i in range(nq):
-        q0, q1 = i * block_q, (i + 1) * block_q
+        q0, q1 = q_start + i * block_q, q_start + (i + 1) * block_q
         empty = np.ones(nk, bool)
         full_all = np.ones(nk, bool)
         covered = 0
@@ -215,17 +219,22 @@ def classify_blocks(layout: Layout, block_q: int, block_kv: int, q_len: int, kv_
 
 
 @functools.lru_cache(maxsize=128)
-def block_info(layout: Layout, block_q: int, block_kv: int, q_len: int | None = None, kv_len: int | None = None) -> BlockInfo:
-    """Cached metadata for `layout` padded to multiples of (block_q, block_kv).
+def block_info(layout: Layout, block_q: int, block_kv: int, q_len: int | None = None, kv_len: int | None = None,
+               q_start: int = 0) -> BlockInfo:
+    """Cached metadata for `layout` padded to multiples of (block_q, block_kv), the queries being
+    layout positions [q_start, length) (all of them by default).
 
-    q_len / kv_len default to the layout length rounded up to the block size.
+    q_len / kv_len default to the query / layout length rounded up to the block size.
     """
     n = layout.length
-    q_len = -(-n // block_q) * block_q if q_len is None else q_len
+    if not 0 <= q_start < max(n, 1):
+        raise ValueError(f"query start {q_start} outside a layout of {n} tokens")
+    q_len = -(-(n - q_start) // block_q) * block_q if q_len is None else q_len
     kv_len = -(-n // block_kv) * block_kv if kv_len is None else kv_len
-    if q_len % block_q or kv_len % block_kv or q_len < n or kv_len < n:
-        raise ValueError(f"bad padded lengths {q_len}, {kv_len} for {n} tokens and blocks {block_q}, {block_kv}")
-    kind = classify_blocks(layout, block_q, block_kv, q_len, kv_len)
+    if q_len % block_q or kv_len % block_kv or q_len < n - q_start or kv_len < n:
+        raise ValueError(f"bad padded lengths {q_len}, {kv_len} for {n} tokens (queries from {q_start}) and blocks "
+                         f"{block_q}, {block_kv}")
+    kind = classify_blocks(layout, block_q, block_kv, q_len, kv_len, q_start)
     kv_ptr, kv_col, kv_col_partial = _csr(kind)
     q_ptr, q_col, q_col_partial = _csr(np.ascontiguousarray(kind.T))
     arrs = dict(kind=kind, kv_ptr=kv_ptr, kv_col=kv_col, kv_col_partial=kv_col_partial, q_ptr=q_ptr, q_col=q_col,
@@ -233,7 +242,7 @@ def block_info(layout: Layout, block_q: int, block_kv: int, q_len: int | None = 
                 steps_t=_steps(q_ptr, q_col, q_col_partial))
     for a in arrs.values():
         a.setflags(write=False)
-    return BlockInfo(block_q, block_kv, q_len, kv_len, **arrs)
+    return BlockInfo(block_q, block_kv, q_len, kv_len, q_start, **arrs)
 
 
 def brute_force_kinds(mask: np.ndarray, block_q: int, block_kv: int) -> np.ndarray:
