@@ -224,13 +224,15 @@ def constructor_layouts(draw):
 
 @settings(max_examples=150, deadline=None)
 @given(st.one_of(constructor_layouts(), raw_layouts()), st.sampled_from([4, 8, 16]), st.sampled_from([4, 8, 16]),
-       st.integers(0, 9))
-def test_block_info_every_constructor(lay, bq, bk, extra_pad):
+       st.integers(0, 9), st.sampled_from([0.0, 0.0, 0.3, 0.8]))
+def test_block_info_every_constructor(lay, bq, bk, extra_pad, q_frac):
+    """Also with the queries only the last positions (q_start > 0: a chunk attending to a cache)."""
     if lay.length == 0:
         return
     lay = lay.padded(lay.length + extra_pad)
-    info = block_info(lay, bq, bk)
-    mask = lay.dense_mask(max(info.q_len, info.kv_len))[: info.q_len, : info.kv_len]
+    q_start = int(q_frac * lay.length)
+    info = block_info(lay, bq, bk, q_start=q_start)
+    mask = lay.dense_mask(max(q_start + info.q_len, info.kv_len))[q_start: q_start + info.q_len, : info.kv_len]
     np.testing.assert_array_equal(info.kind, brute_force_kinds(mask, bq, bk))
     _check_visit_lists(info)
 

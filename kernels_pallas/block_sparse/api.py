@@ -28,13 +28,35 @@ class _Config:
     scale: float
     block_q: int
     block_kv: int
-    backend: str  # "tpu" | "gpu"
+    backend: str  # "tpu" | "gpu" | "xla" (blockwise.py)
     interpret: bool
-    q_start: int = 0
+    q_start: int  # layout position of the first query
+    q_len: int  # query rows padded to a multiple of block_q
 
     @property
     def info(self) -> BlockInfo:
-        return block_info(self.layout, self.block_q, self.block_kv, q_start=self.q_start)
+        return block_info(self.layout, self.block_q, self.block_kv, q_len=self.q_len, q_start=self.q_start)
+
+
+def make_config(q, k, v, layout: Layout, *, scale, q_offset, block_q: int, block_kv: int, backend: str,
+                interpret: bool = False) -> _Config:
+    """Validate q (B,Tq,Hq,D), k/v (B,S,Hkv,D) against `layout` (S == layout.length; the
+    queries are layout positions q_offset .. q_offset+Tq-1, default the last Tq) and fix
+    the block sizes (capped at the power-of-two rounded lengths)."""
+    b, t, hq, d = q.shape
+    s = k.shape[1]
+    if k.shape != v.shape or k.shape[0] != b or k.shape[3] != d:
+        raise ValueError(f"k/v shape {k.shape}/{v.shape} does not fit q {q.shape}")
+    if hq % k.shape[2]:
+        raise ValueError(f"{hq} query heads are not a multiple of {k.shape[2]} kv heads")
+    if s != layout.length:
+        raise ValueError(f"key length {s} != layout length {layout.length}")
+    q_start = s - t if q_offset is None else int(q_offset)
+    if t <= 0 or q_start < 0 or q_start + t > s:
+        raise ValueError(f"{t} queries from position {q_start} do not fit {s} keys")
+    bq, bk = min(block_q, _pow2_at_least(t)), min(block_kv, _pow2_at_least(s))
+    return _Config(layout, float(d**-0.5 if scale is None else scale), bq, bk, backend, bool(interpret), q_start,
+                   -(-t // bq) * bq)
 
 
 def layout_ids(info: BlockInfo, layout: Layout):
@@ -117,42 +139,22 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 def block_sparse_attention(q, k, v, layout: Layout, *, scale: float | None = None, backend: str = "tpu",
-                           block_q: int | None = None, block_kv: int | None = None, interpret: bool = False):
+                           block_q: int | None = None, block_kv: int | None = None, interpret: bool = False,
+                           q_offset: int | None = None):
     """Block-sparse GQA attention following `layout`.
 
-    q (B, Tq, Hq, D), k/v (B, S, Hkv, D) with S == layout.length, Tq <= S and Hq % Hkv == 0:
-    the queries are the last Tq layout positions (a new chunk attending to a cache; Tq == S
-    is self-attention). backend "tpu" or "gpu"; interpret=True runs the Pallas kernels on CPU.
-    Returns (out (B,Tq,Hq,D) in q.dtype, lse (B,Hq,Tq) fp32, -inf on rows that see no key;
-    out is 0 there). Differentiable in q, k, v (and through lse).
+    q (B, Tq, Hq, D), k/v (B, S, Hkv, D) with S == layout.length and Hq % Hkv == 0; the
+    queries are layout positions q_offset .. q_offset+Tq-1 (default the last Tq: a new chunk
+    attending to a cache; Tq == S is self-attention). backend "tpu" or "gpu"; interpret=True
+    runs the Pallas kernels on CPU. Returns (out (B,Tq,Hq,D) in q.dtype, lse (B,Hq,Tq) fp32,
+    -inf on rows that see no key; out is 0 there). Differentiable in q, k, v (and through lse).
     """
-    q_start = check_shapes(q, k, v, layout)
     if backend not in DEFAULT_BLOCKS:
         raise ValueError(f"unknown backend {backend!r}")
     dq_, dk_ = DEFAULT_BLOCKS[backend]
-    bq, bk = default_blocks(q.shape[1], k.shape[1], block_q or dq_, block_kv or dk_)
-    cfg = _Config(layout, float(q.shape[3]**-0.5 if scale is None else scale), bq, bk, backend, bool(interpret),
-                  q_start)
+    cfg = make_config(q, k, v, layout, scale=scale, q_offset=q_offset, block_q=block_q or dq_,
+                      block_kv=block_kv or dk_, backend=backend, interpret=interpret)
     return _attention(q, k, v, cfg)
-
-
-def check_shapes(q, k, v, layout: Layout) -> int:
-    """Validate q (B,Tq,Hq,D), k/v (B,S,Hkv,D) against `layout`; returns q_start = S - Tq."""
-    b, t, hq, d = q.shape
-    if k.shape != v.shape or k.shape[0] != b or k.shape[3] != d:
-        raise ValueError(f"k/v shape {k.shape}/{v.shape} does not fit q {q.shape}")
-    if hq % k.shape[2]:
-        raise ValueError(f"{hq} query heads are not a multiple of {k.shape[2]} kv heads")
-    if k.shape[1] != layout.length:
-        raise ValueError(f"key length {k.shape[1]} != layout length {layout.length}")
-    if not 0 < t <= k.shape[1]:
-        raise ValueError(f"{t} queries do not fit {k.shape[1]} keys (they are the last Tq layout positions)")
-    return k.shape[1] - t
-
-
-def default_blocks(tq: int, tk: int, block_q: int, block_kv: int) -> tuple[int, int]:
-    """Block sizes capped at the (power-of-two rounded) query / key lengths."""
-    return min(block_q, _pow2_at_least(tq)), min(block_kv, _pow2_at_least(tk))
 
 
 def _pow2_at_least(n: int) -> int:

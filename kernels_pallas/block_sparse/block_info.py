@@ -222,17 +222,16 @@ def classify_blocks(layout: Layout, block_q: int, block_kv: int, q_len: int, kv_
 def block_info(layout: Layout, block_q: int, block_kv: int, q_len: int | None = None, kv_len: int | None = None,
                q_start: int = 0) -> BlockInfo:
     """Cached metadata for `layout` padded to multiples of (block_q, block_kv), the queries being
-    layout positions [q_start, length) (all of them by default).
+    the q_len layout positions from q_start (rows past the layout are padding).
 
-    q_len / kv_len default to the query / layout length rounded up to the block size.
+    q_len / kv_len default to the rest of the layout from q_start / the layout length, rounded
+    up to the block size.
     """
     n = layout.length
-    if not 0 <= q_start < max(n, 1):
-        raise ValueError(f"query start {q_start} outside a layout of {n} tokens")
     q_len = -(-(n - q_start) // block_q) * block_q if q_len is None else q_len
     kv_len = -(-n // block_kv) * block_kv if kv_len is None else kv_len
-    if q_len % block_q or kv_len % block_kv or q_len < n - q_start or kv_len < n:
-        raise ValueError(f"bad padded lengths {q_len}, {kv_len} for {n} tokens (queries from {q_start}) and blocks "
+    if not 0 <= q_start < max(n, 1) or q_len <= 0 or q_len % block_q or kv_len % block_kv or kv_len < n:
+        raise ValueError(f"bad padded lengths {q_len} (queries from {q_start}), {kv_len} for {n} tokens and blocks "
                          f"{block_q}, {block_kv}")
     kind = classify_blocks(layout, block_q, block_kv, q_len, kv_len, q_start)
     kv_ptr, kv_col, kv_col_partial = _csr(kind)

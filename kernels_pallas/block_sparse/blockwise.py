@@ -13,31 +13,18 @@ with a static trip count (the number of visited blocks), so compile time does no
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .api import _to_kernel, check_shapes, default_blocks, layout_ids
-from .block_info import STEP_FIRST, STEP_PARTIAL, STEP_SKIP, BlockInfo, block_info, unpack_step
-from .layout import KV_FIELDS, Q_FIELDS, Layout, mask_fn
+from .api import _Config, _to_kernel, layout_ids, make_config
+from .block_info import STEP_FIRST, STEP_PARTIAL, STEP_SKIP, unpack_step
+from .layout import Layout
+from .tpu import block_mask
 
 DEFAULT_BLOCKS = (512, 512)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Config:
-    layout: Layout
-    scale: float
-    block_q: int
-    block_kv: int
-    q_start: int
-
-    @property
-    def info(self) -> BlockInfo:
-        return block_info(self.layout, self.block_q, self.block_kv, q_start=self.q_start)
 
 
 def _block_logits(cfg: _Config, q, k, q_ids, kv_ids, row, col, flags):
@@ -50,9 +37,7 @@ def _block_logits(cfg: _Config, q, k, q_ids, kv_ids, row, col, flags):
     def masked(s):
         qi = lax.dynamic_slice_in_dim(q_ids, row * cfg.block_q, cfg.block_q, axis=0)
         ki = lax.dynamic_slice_in_dim(kv_ids, col * cfg.block_kv, cfg.block_kv, axis=1)
-        ok = mask_fn({f: qi[:, c, None] for c, f in enumerate(Q_FIELDS)},
-                     {f: ki[r][None, :] for r, f in enumerate(KV_FIELDS)})
-        return jnp.where(ok & ((flags & STEP_SKIP) == 0), s, -jnp.inf)
+        return jnp.where(block_mask(qi, ki) & ((flags & STEP_SKIP) == 0), s, -jnp.inf)
 
     return lax.cond((flags & (STEP_PARTIAL | STEP_SKIP)) != 0, masked, lambda s: s, s), qb
 
@@ -177,15 +162,15 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 def blockwise_attention(q, k, v, layout: Layout, *, scale: float | None = None, block_q: int | None = None,
-                        block_kv: int | None = None):
+                        block_kv: int | None = None, q_offset: int | None = None):
     """Block-sparse GQA attention following `layout`, in XLA (any backend).
 
-    q (B, Tq, Hq, D), k/v (B, S, Hkv, D) with S == layout.length, Tq <= S (the queries are
-    the last Tq layout positions) and Hq % Hkv == 0. Returns (out (B, Tq, Hq, D) in q.dtype,
-    lse (B, Hq, Tq) fp32, -inf on rows that see no key; out is 0 there). fp32 softmax and
-    accumulation; differentiable in q, k, v (and through lse) with a blockwise backward.
+    q (B, Tq, Hq, D), k/v (B, S, Hkv, D) with S == layout.length and Hq % Hkv == 0; the
+    queries are layout positions q_offset .. q_offset+Tq-1 (default the last Tq). Returns
+    (out (B, Tq, Hq, D) in q.dtype, lse (B, Hq, Tq) fp32, -inf on rows that see no key; out
+    is 0 there). fp32 softmax and accumulation; differentiable in q, k, v (and through lse)
+    with a blockwise backward.
     """
-    q_start = check_shapes(q, k, v, layout)
-    bq, bk = default_blocks(q.shape[1], k.shape[1], block_q or DEFAULT_BLOCKS[0], block_kv or DEFAULT_BLOCKS[1])
-    cfg = _Config(layout, float(q.shape[3]**-0.5 if scale is None else scale), bq, bk, q_start)
+    cfg = make_config(q, k, v, layout, scale=scale, q_offset=q_offset, block_q=block_q or DEFAULT_BLOCKS[0],
+                      block_kv=block_kv or DEFAULT_BLOCKS[1], backend="xla")
     return _attention(q, k, v, cfg)
