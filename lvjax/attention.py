@@ -4,7 +4,8 @@
 fp32 softmax and no repeated K/V. Shapes: q (B, T, Hq, D), k and v (B, S, Hkv, D),
 mask boolean broadcastable to (B, T, S) (True = may attend). Rows with no allowed key give 0.
 `attend(q, k, v, layout=...)` takes a block-sparse layout (kernels_pallas.block_sparse) and
-runs the Pallas kernels on TPU/GPU (docs/kernels.md), the dense path with its mask elsewhere.
+chooses the implementation (`choose_impl`, docs/kernels.md): the Pallas kernels on TPU/GPU,
+blockwise XLA attention for long sequences elsewhere, the dense masked path for short ones.
 """
 
 from __future__ import annotations
@@ -48,7 +49,34 @@ def attention_probs(q, k, mask=None, *, scale: float | None = None):
     return probs.reshape(b, hq, t, s)
 
 
-_IMPLS = ("auto", "xla", "pallas_tpu", "pallas_gpu")
+IMPLS = ("auto", "dense", "blockwise", "pallas_tpu", "pallas_gpu", "pallas_interpret")
+_ALIASES = {"xla": "dense"}  # the name of the dense path before blockwise attention existed
+DENSE_MAX_SCORES = 2048 * 2048  # "auto" off TPU/GPU: dense while Tq·S ≤ this, blockwise above
+
+
+def choose_impl(impl: str, tq: int, s: int, head_dim: int, *, layout=None, mask=None, backend: str | None = None) -> str:
+    """The implementation `attend` runs: one of IMPLS other than "auto" (see docs/kernels.md).
+
+    Without a layout, or with a layout and an extra `mask`, only the dense path applies. With
+    a layout, "auto" picks the Pallas kernel of the backend (TPU; GPU when head_dim is a power
+    of two ≥ 16, which Triton blocks need), else dense for Tq·S ≤ DENSE_MAX_SCORES and
+    blockwise XLA attention above. An explicit impl is honoured (or rejected if it cannot run).
+    """
+    impl = _ALIASES.get(impl, impl)
+    if impl not in IMPLS:
+        raise ValueError(f"unknown attention impl {impl!r}; expected one of {IMPLS}")
+    if layout is None or mask is not None:
+        if impl not in ("auto", "dense"):
+            raise ValueError(f"attend: impl {impl!r} needs a `layout` and no `mask`")
+        return "dense"
+    if impl != "auto":
+        return impl
+    backend = backend or jax.default_backend()
+    if backend == "tpu":
+        return "pallas_tpu"
+    if backend == "gpu" and head_dim >= 16 and head_dim & (head_dim - 1) == 0:
+        return "pallas_gpu"
+    return "dense" if tq * s <= DENSE_MAX_SCORES else "blockwise"
 
 
 def attend(
@@ -61,38 +89,40 @@ def attend(
     impl: str = "auto",
     layout=None,
     interpret: bool = False,
+    q_offset: int | None = None,
 ):
     """Masked multi-head attention with GQA. Returns (B, T, Hq, D) in q's dtype.
 
-    `impl` selects the implementation: "xla" is the dense XLA reference; "pallas_tpu" /
-    "pallas_gpu" the block-sparse Pallas kernels (need `layout`); "auto" is the dense path
-    without a layout, and with one the kernel of the default backend (dense on CPU).
-    `layout` (kernels_pallas.block_sparse.Layout, T == S == layout.length) says who attends
-    to whom; on the dense path it is turned into a mask (ANDed with `mask`). `interpret`
-    runs the Pallas kernels in interpret mode (CPU tests).
+    q (B, T, Hq, D), k/v (B, S, Hkv, D). `layout` (kernels_pallas.block_sparse.Layout over
+    the S keys) says who attends to whom; the queries are layout positions q_offset ..
+    q_offset+T-1 (default the last T: a new chunk or window attending to a cache; T == S
+    is self-attention). `mask` (broadcastable to (B, T, S)) is ANDed in on the dense path.
+    `impl` is one of IMPLS: "auto" (`choose_impl`), "dense" (the XLA reference; "xla" is an
+    alias), "blockwise" (XLA, no S×S buffer), "pallas_tpu" / "pallas_gpu" (block-sparse
+    kernels; on CPU they run interpreted), "pallas_interpret" (the GPU kernel, interpreted).
+    `interpret` forces interpret mode for the Pallas kernels.
     """
-    if impl not in _IMPLS:
-        raise ValueError(f"unknown attention impl {impl!r}; expected one of {_IMPLS}")
-    if layout is not None:
-        if impl == "auto":
-            impl = {"tpu": "pallas_tpu", "gpu": "pallas_gpu"}.get(jax.default_backend(), "xla")
-        if impl != "xla":
-            if mask is not None:
-                raise ValueError("attend: pass either `layout` or `mask` to the Pallas kernels, not both")
-            from kernels_pallas.block_sparse.api import block_sparse_attention
-
-            backend = "tpu" if impl == "pallas_tpu" else "gpu"
-            interpret = interpret or jax.default_backend() == "cpu"  # a forced kernel on CPU runs interpreted
-            out, _ = block_sparse_attention(q, k, v, layout, scale=scale, backend=backend, interpret=interpret)
-            return out
-        if q.shape[1] != layout.length or k.shape[1] != layout.length:
-            raise ValueError(f"attend: q/k lengths {q.shape[1]}/{k.shape[1]} != layout length {layout.length}")
-        lmask = jnp.asarray(layout.dense_mask())
-        mask = lmask if mask is None else jnp.logical_and(jnp.asarray(mask, bool), lmask)
-    elif impl not in ("auto", "xla"):
-        raise ValueError(f"attend: impl {impl!r} needs a `layout`")
     b, t, hq, d = q.shape
-    hkv = k.shape[2]
-    probs = attention_probs(q, k, mask, scale=scale).reshape(b, hkv, hq // hkv, t, k.shape[1])
-    out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
-    return out.reshape(b, t, hq, d).astype(q.dtype)
+    s = k.shape[1]
+    choice = choose_impl(impl, t, s, d, layout=layout, mask=mask)
+    if choice == "dense":
+        if layout is not None:
+            if s != layout.length:
+                raise ValueError(f"attend: key length {s} != layout length {layout.length}")
+            start = s - t if q_offset is None else q_offset
+            lmask = jnp.asarray(layout.mask_rows(start, start + t, s))
+            mask = lmask if mask is None else jnp.logical_and(jnp.asarray(mask, bool), lmask)
+        hkv = k.shape[2]
+        probs = attention_probs(q, k, mask, scale=scale).reshape(b, hkv, hq // hkv, t, s)
+        out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        return out.reshape(b, t, hq, d).astype(q.dtype)
+    if choice == "blockwise":
+        from kernels_pallas.block_sparse.blockwise import blockwise_attention
+
+        return blockwise_attention(q, k, v, layout, scale=scale, q_offset=q_offset)[0]
+    from kernels_pallas.block_sparse.api import block_sparse_attention
+
+    interpret = interpret or choice == "pallas_interpret" or jax.default_backend() == "cpu"
+    backend = "tpu" if choice == "pallas_tpu" else "gpu"
+    return block_sparse_attention(q, k, v, layout, scale=scale, backend=backend, interpret=interpret,
+                                  q_offset=q_offset)[0]

@@ -19,6 +19,7 @@ from kernels_pallas.block_sparse import layout as L
 from kernels_pallas.block_sparse.api import block_sparse_attention
 from kernels_pallas.block_sparse.reference import reference_from_layout
 from lvjax.attention import attend
+from lvjax.models.llm import causal_layout
 
 BACKENDS = ["tpu", "gpu"]
 
@@ -129,6 +130,23 @@ def test_gradients_match_reference(backend, idx):
     g2 = jax.grad(_loss(ref, w), argnums=(0, 1, 2))(q, k, v)
     for name, a, b in zip("qkv", g1, g2):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4, err_msg=f"d{name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_answer_layout_question_blocks_see_the_video(backend):
+    """`[prefix + visual][padding][question]` with three query blocks of question tokens only:
+    they must attend to the prefix/visual key blocks across the padding (forward and grads)."""
+    lay = causal_layout(120, (60, 70))  # question rows 70..119: blocks 5, 6 are question-only (block 16)
+    q, k, v = _qkv(7, 1, lay.length, 4, 2, 16)
+    kern = lambda q, k, v: block_sparse_attention(q, k, v, lay, backend=backend, block_q=16, block_kv=16,  # noqa: E731
+                                                  interpret=True)
+    ref = lambda q, k, v: reference_from_layout(q, k, v, lay)  # noqa: E731
+    _check_fwd(*kern(q, k, v), *ref(q, k, v), 1e-5)
+    w = jax.random.normal(jax.random.key(8), q.shape)
+    g1 = jax.grad(_loss(kern, w), argnums=(0, 1, 2))(q, k, v)
+    g2 = jax.grad(_loss(ref, w), argnums=(0, 1, 2))(q, k, v)
+    for name, a, b in zip("qkv", g1, g2):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5, err_msg=f"d{name}")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -21,6 +21,7 @@ from kernels_pallas.block_sparse.block_info import (
     brute_force_kinds,
     unpack_step,
 )
+from lvjax.models.llm import causal_layout
 
 LAYOUTS = {
     "causal": L.causal(37),
@@ -34,6 +35,7 @@ LAYOUTS = {
     "qc_windows_bidir_question": L.qc_windows(6, [10, 7, 12], 5, question_causal=False, window_causal=False),
     "packed_padded": L.packed(L.causal(20), L.padding(5), L.segmented(3, [8, 8], 4), L.qc_windows(2, [5, 5], 3)).padded(70),
     "padding_only": L.padding(19),
+    "answer_prefix_padding_question": causal_layout(45, (20, 27)),
 }
 
 
@@ -181,3 +183,99 @@ def test_device_ids_match_host_ids(name):
         q, kv = lay.device_ids(total)
         np.testing.assert_array_equal(np.asarray(q), lay.q_ids(total))
         np.testing.assert_array_equal(np.asarray(kv), lay.kv_ids(total))
+
+
+@st.composite
+def raw_layouts(draw):
+    """Any valid segment list: sequences interrupted by padding (the answer path's
+    `[prefix + visual][padding][question]`), globals, causal or not, any visible range `lo`
+    inside the run of same-sequence segments just before."""
+    segs = []
+    for i in range(draw(st.integers(1, 7))):
+        seq = draw(st.sampled_from([-1, 0, 0, 1]))
+        first = i
+        while first > 0 and segs[first - 1].seq == seq:
+            first -= 1
+        segs.append(L.Segment(draw(st.integers(0, 13)), seq=seq, lo=draw(st.integers(first, i)),
+                              causal=draw(st.booleans()), is_global=draw(st.booleans())))
+    return L.Layout(tuple(segs))
+
+
+@st.composite
+def constructor_layouts(draw):
+    """Every constructor of layout.py (and `causal_layout` of the LLM) with random sizes."""
+    n = st.integers(1, 40)
+    kind = draw(st.sampled_from(["causal", "full", "padding", "answer", "constructed", "packed"]))
+    if kind == "causal":
+        return L.causal(draw(n))
+    if kind == "full":
+        return L.full(draw(n))
+    if kind == "padding":
+        return L.padding(draw(n))
+    if kind == "answer":
+        length = draw(st.integers(3, 60))
+        start = draw(st.integers(1, length - 2))
+        return causal_layout(length, (start, draw(st.integers(start + 1, length - 1))))
+    if kind == "constructed":
+        return draw(layouts())
+    return L.packed(*draw(st.lists(st.one_of(layouts(), raw_layouts(), st.just(L.padding(3))), min_size=1,
+                                   max_size=3)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(constructor_layouts(), raw_layouts()), st.sampled_from([4, 8, 16]), st.sampled_from([4, 8, 16]),
+       st.integers(0, 9), st.sampled_from([0.0, 0.0, 0.3, 0.8]))
+def test_block_info_every_constructor(lay, bq, bk, extra_pad, q_frac):
+    """Also with the queries only the last positions (q_start > 0: a chunk attending to a cache)."""
+    if lay.length == 0:
+        return
+    lay = lay.padded(lay.length + extra_pad)
+    q_start = int(q_frac * lay.length)
+    info = block_info(lay, bq, bk, q_start=q_start)
+    mask = lay.dense_mask(max(q_start + info.q_len, info.kv_len))[q_start: q_start + info.q_len, : info.kv_len]
+    np.testing.assert_array_equal(info.kind, brute_force_kinds(mask, bq, bk))
+    _check_visit_lists(info)
+
+
+def _tile_counts(lay: L.Layout, total: int, tile: int) -> np.ndarray:
+    """(total/tile, total/tile) allowed-pair counts per tile of the dense mask, built a slab of
+    `tile` query rows at a time (the full mask would not fit at 20k tokens)."""
+    ids = lay.token_ids(total)
+    kv = {f: ids[f][None, :] for f in L.KV_FIELDS}
+    out = np.zeros((total // tile, total // tile), np.int64)
+    for r in range(total // tile):
+        q = {f: ids[f][r * tile:(r + 1) * tile, None] for f in L.Q_FIELDS}
+        out[r] = np.asarray(L.mask_fn(q, kv)).reshape(tile, total // tile, tile).sum(axis=(0, 2))
+    return out
+
+
+def _kinds_from_tiles(counts, tile, bq, bk, nq, nk):
+    c = counts.reshape(counts.shape[0] // (bq // tile), bq // tile, counts.shape[1] // (bk // tile), bk // tile)
+    c = c.sum(axis=(1, 3))[:nq, :nk]
+    return np.where(c == 0, EMPTY, np.where(c == bq * bk, FULL, PARTIAL)).astype(np.int8)
+
+
+MODEL_LAYOUTS = {  # the layouts the models build, at realistic lengths
+    "answer_700": causal_layout(700, (600, 650)),
+    "answer_5000": causal_layout(5000, (3000, 4000)),
+    "answer_5000_late_pad": causal_layout(5000, (4700, 4730)),
+    "answer_20000": causal_layout(20000, (19000, 19500)),
+    "causal_20000": causal_layout(20000, ()),
+    "chunk_sparse_videoxl2": L.chunk_sparse(30, 64, 300, 3, 60, timestamp_len=6),
+    "segment_local_xcomp": L.segmented(100, [512] * 38, 60),
+    "segment_local_prev1_causal": L.segmented(100, [700] * 12, 60, segment_causal=True, prev=1),
+    "qc_windows": L.qc_windows(100, [1024] * 8, 40),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_LAYOUTS))
+def test_block_info_model_layouts_at_length(name):
+    lay = MODEL_LAYOUTS[name]
+    total = -(-lay.length // 512) * 512
+    counts = _tile_counts(lay, total, 128)
+    for bq in (128, 256, 512):
+        for bk in (128, 256, 512):
+            info = block_info(lay, bq, bk)
+            nq, nk = info.kind.shape
+            np.testing.assert_array_equal(info.kind, _kinds_from_tiles(counts, 128, bq, bk, nq, nk),
+                                          err_msg=f"blocks {bq}x{bk}")

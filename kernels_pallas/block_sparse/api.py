@@ -28,19 +28,45 @@ class _Config:
     scale: float
     block_q: int
     block_kv: int
-    backend: str  # "tpu" | "gpu"
+    backend: str  # "tpu" | "gpu" | "xla" (blockwise.py)
     interpret: bool
+    q_start: int  # layout position of the first query
+    q_len: int  # query rows padded to a multiple of block_q
 
     @property
     def info(self) -> BlockInfo:
-        return block_info(self.layout, self.block_q, self.block_kv)
+        return block_info(self.layout, self.block_q, self.block_kv, q_len=self.q_len, q_start=self.q_start)
+
+
+def make_config(q, k, v, layout: Layout, *, scale, q_offset, block_q: int, block_kv: int, backend: str,
+                interpret: bool = False) -> _Config:
+    """Validate q (B,Tq,Hq,D), k/v (B,S,Hkv,D) against `layout` (S == layout.length; the
+    queries are layout positions q_offset .. q_offset+Tq-1, default the last Tq) and fix
+    the block sizes (capped at the power-of-two rounded lengths)."""
+    b, t, hq, d = q.shape
+    s = k.shape[1]
+    if k.shape != v.shape or k.shape[0] != b or k.shape[3] != d:
+        raise ValueError(f"k/v shape {k.shape}/{v.shape} does not fit q {q.shape}")
+    if hq % k.shape[2]:
+        raise ValueError(f"{hq} query heads are not a multiple of {k.shape[2]} kv heads")
+    if s != layout.length:
+        raise ValueError(f"key length {s} != layout length {layout.length}")
+    q_start = s - t if q_offset is None else int(q_offset)
+    if t <= 0 or q_start < 0 or q_start + t > s:
+        raise ValueError(f"{t} queries from position {q_start} do not fit {s} keys")
+    bq, bk = min(block_q, _pow2_at_least(t)), min(block_kv, _pow2_at_least(s))
+    return _Config(layout, float(d**-0.5 if scale is None else scale), bq, bk, backend, bool(interpret), q_start,
+                   -(-t // bq) * bq)
+
+
+def layout_ids(info: BlockInfo, layout: Layout):
+    """In-graph (q_ids (q_len, 8), kv_ids (8, kv_len)) of the padded query / key rows of `info`."""
+    q_ids, kv_ids = layout.device_ids(max(info.q_start + info.q_len, info.kv_len))
+    return q_ids[info.q_start: info.q_start + info.q_len], kv_ids[:, : info.kv_len]
 
 
 def _ids(cfg: _Config):
-    info = cfg.info
-    total = max(info.q_len, info.kv_len)
-    q_ids, kv_ids = cfg.layout.device_ids(total)
-    return q_ids[: info.q_len], kv_ids[:, : info.kv_len]
+    return layout_ids(cfg.info, cfg.layout)
 
 
 def _meta(info: BlockInfo, transposed: bool, backend: str):
@@ -105,34 +131,29 @@ def _attention_bwd(cfg: _Config, res, cts):
         _to_kernel(d_out.astype(q.dtype), info.q_len), rows(lse_in), rows(di), q_ids, kv_ids,
         _meta(info, False, cfg.backend), _meta(info, True, cfg.backend), scale=cfg.scale, block_q=cfg.block_q, block_kv=cfg.block_kv,
         interpret=_interp(cfg))
-    return _from_kernel(dq, t), _from_kernel(dk, t), _from_kernel(dv, t)
+    tk = k.shape[1]
+    return _from_kernel(dq, t), _from_kernel(dk, tk), _from_kernel(dv, tk)
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 def block_sparse_attention(q, k, v, layout: Layout, *, scale: float | None = None, backend: str = "tpu",
-                           block_q: int | None = None, block_kv: int | None = None, interpret: bool = False):
+                           block_q: int | None = None, block_kv: int | None = None, interpret: bool = False,
+                           q_offset: int | None = None):
     """Block-sparse GQA attention following `layout`.
 
-    q (B, T, Hq, D), k/v (B, T, Hkv, D) with T == layout.length and Hq % Hkv == 0; backend
-    "tpu" or "gpu"; interpret=True runs the Pallas kernels on CPU. Returns (out (B,T,Hq,D)
-    in q.dtype, lse (B,Hq,T) fp32, -inf on rows that see no key; out is 0 there).
-    Differentiable in q, k, v (and through lse).
+    q (B, Tq, Hq, D), k/v (B, S, Hkv, D) with S == layout.length and Hq % Hkv == 0; the
+    queries are layout positions q_offset .. q_offset+Tq-1 (default the last Tq: a new chunk
+    attending to a cache; Tq == S is self-attention). backend "tpu" or "gpu"; interpret=True
+    runs the Pallas kernels on CPU. Returns (out (B,Tq,Hq,D) in q.dtype, lse (B,Hq,Tq) fp32,
+    -inf on rows that see no key; out is 0 there). Differentiable in q, k, v (and through lse).
     """
-    b, t, hq, d = q.shape
-    if k.shape != v.shape or k.shape[0] != b or k.shape[1] != t or k.shape[3] != d:
-        raise ValueError(f"k/v shape {k.shape}/{v.shape} does not fit q {q.shape}")
-    if hq % k.shape[2]:
-        raise ValueError(f"{hq} query heads are not a multiple of {k.shape[2]} kv heads")
-    if t != layout.length:
-        raise ValueError(f"sequence length {t} != layout length {layout.length}")
     if backend not in DEFAULT_BLOCKS:
         raise ValueError(f"unknown backend {backend!r}")
     dq_, dk_ = DEFAULT_BLOCKS[backend]
-    bq = block_q or min(dq_, _pow2_at_least(t))
-    bk = block_kv or min(dk_, _pow2_at_least(t))
-    cfg = _Config(layout, float(d**-0.5 if scale is None else scale), bq, bk, backend, bool(interpret))
+    cfg = make_config(q, k, v, layout, scale=scale, q_offset=q_offset, block_q=block_q or dq_,
+                      block_kv=block_kv or dk_, backend=backend, interpret=interpret)
     return _attention(q, k, v, cfg)
 
 

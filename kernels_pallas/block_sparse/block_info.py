@@ -35,7 +35,9 @@ def unpack_step(word):
 class BlockInfo:
     """Block-sparse metadata (int32 numpy arrays unless said otherwise).
 
-    block_q, block_kv: block sizes; q_len, kv_len: padded lengths (multiples of the blocks).
+    block_q, block_kv: block sizes; q_len, kv_len: padded lengths (multiples of the blocks);
+    q_start: layout position of query row 0 (queries are positions q_start .. q_start+q_len-1;
+    0 for self-attention, > 0 for a window or new chunk attending to all keys before it).
     kind: (nq, nk) int8 in {EMPTY, PARTIAL, FULL}.
     Per query block i (forward, dq), CSR: kv_ptr (nq+1,), kv_col (nnz,) visited key blocks in
     increasing order, kv_col_partial (nnz,) 1 where the mask must be applied.
@@ -50,6 +52,7 @@ class BlockInfo:
     block_kv: int
     q_len: int
     kv_len: int
+    q_start: int
     kind: np.ndarray
     kv_ptr: np.ndarray
     kv_col: np.ndarray
@@ -144,35 +147,43 @@ def _overlap(a0, a1, b0, b1):
     return np.maximum(0, np.minimum(a1, b1) - np.maximum(a0, b0))
 
 
-def classify_blocks(layout: Layout, block_q: int, block_kv: int, q_len: int, kv_len: int) -> np.ndarray:
-    """(nq, nk) int8 block kinds from the segment intervals (no token×token mask)."""
+def classify_blocks(layout: Layout, block_q: int, block_kv: int, q_len: int, kv_len: int, q_start: int = 0) -> np.ndarray:
+    """(nq, nk) int8 block kinds from the segment intervals (no token×token mask); query block i
+    holds layout positions q_start + [i·block_q, (i+1)·block_q)."""
     nq, nk = q_len // block_q, kv_len // block_kv
     segs = layout.segments
     starts = layout.starts
     n = layout.length
     kv0 = np.arange(nk, dtype=np.int64) * block_kv
     kv1 = kv0 + block_kv
-    # Prefix sums of the per-token global indicator (O(length), built from the segments).
-    glob_tok = np.repeat(np.array([seg.is_global for seg in segs], np.int64),
-                         np.array([seg.length for seg in segs], np.int64))
-    glob_cum = np.concatenate([[0], np.cumsum(glob_tok)])
+    # Per sequence, prefix sums of its global-token indicator over the token span of that
+    # sequence (O(span) each). A sequence may be interrupted by padding (the answer path's
+    # `[prefix][padding][question]`): its globals are those of every earlier segment with the
+    # same `seq`, wherever the sequence resumes.
+    by_seq: dict[int, list[int]] = {}
+    for j, seg in enumerate(segs):
+        by_seq.setdefault(seg.seq, []).append(j)
+    glob_cum: dict[int, tuple[int, np.ndarray]] = {}
 
-    def glob_count(t0, t1):
-        """Global tokens in token range [t0, t1) ∩ each key block (vector over blocks)."""
-        lo = np.clip(np.maximum(kv0, t0), 0, n)
-        hi = np.clip(np.minimum(kv1, t1), 0, n)
-        return np.where(hi > lo, glob_cum[hi] - glob_cum[np.minimum(lo, hi)], 0)
-
-    seq_start = []
-    for s, seg in enumerate(segs):
-        if s == 0 or segs[s - 1].seq != seg.seq:
-            cur = s
-        seq_start.append(cur)
+    def glob_count(seq, t1):
+        """Global tokens of sequence `seq` in tokens [0, t1) ∩ each key block (vector over blocks)."""
+        if seq not in glob_cum:
+            mine = by_seq[seq]
+            t0 = int(starts[mine[0]])
+            tok = np.zeros(int(starts[mine[-1] + 1]) - t0, np.int64)
+            for j in mine:
+                if segs[j].is_global:
+                    tok[starts[j] - t0: starts[j + 1] - t0] = 1
+            glob_cum[seq] = t0, np.concatenate([[0], np.cumsum(tok)])
+        t0, cum = glob_cum[seq]
+        lo = np.clip(kv0 - t0, 0, len(cum) - 1)
+        hi = np.clip(np.minimum(kv1, t1) - t0, lo, len(cum) - 1)
+        return cum[hi] - cum[lo]
 
     kind = np.zeros((nq, nk), np.int8)
     fixed_cache: dict[int, np.ndarray] = {}
     for i in range(nq):
-        q0, q1 = i * block_q, (i + 1) * block_q
+        q0, q1 = q_start + i * block_q, q_start + (i + 1) * block_q
         empty = np.ones(nk, bool)
         full_all = np.ones(nk, bool)
         covered = 0
@@ -191,7 +202,7 @@ def classify_blocks(layout: Layout, block_q: int, block_kv: int, q_len: int, kv_
             fixed = fixed_cache.get(s)
             if fixed is None:
                 lo_t, own_t = starts[seg.lo], starts[s]
-                fixed = _overlap(kv0, kv1, lo_t, own_t) + glob_count(starts[seq_start[s]], lo_t)
+                fixed = _overlap(kv0, kv1, lo_t, own_t) + glob_count(seg.seq, lo_t)
                 fixed_cache[s] = fixed
             if seg.causal:
                 own_min = _overlap(kv0, kv1, starts[s], a + 1)
@@ -208,17 +219,21 @@ def classify_blocks(layout: Layout, block_q: int, block_kv: int, q_len: int, kv_
 
 
 @functools.lru_cache(maxsize=128)
-def block_info(layout: Layout, block_q: int, block_kv: int, q_len: int | None = None, kv_len: int | None = None) -> BlockInfo:
-    """Cached metadata for `layout` padded to multiples of (block_q, block_kv).
+def block_info(layout: Layout, block_q: int, block_kv: int, q_len: int | None = None, kv_len: int | None = None,
+               q_start: int = 0) -> BlockInfo:
+    """Cached metadata for `layout` padded to multiples of (block_q, block_kv), the queries being
+    the q_len layout positions from q_start (rows past the layout are padding).
 
-    q_len / kv_len default to the layout length rounded up to the block size.
+    q_len / kv_len default to the rest of the layout from q_start / the layout length, rounded
+    up to the block size.
     """
     n = layout.length
-    q_len = -(-n // block_q) * block_q if q_len is None else q_len
+    q_len = -(-(n - q_start) // block_q) * block_q if q_len is None else q_len
     kv_len = -(-n // block_kv) * block_kv if kv_len is None else kv_len
-    if q_len % block_q or kv_len % block_kv or q_len < n or kv_len < n:
-        raise ValueError(f"bad padded lengths {q_len}, {kv_len} for {n} tokens and blocks {block_q}, {block_kv}")
-    kind = classify_blocks(layout, block_q, block_kv, q_len, kv_len)
+    if not 0 <= q_start < max(n, 1) or q_len <= 0 or q_len % block_q or kv_len % block_kv or kv_len < n:
+        raise ValueError(f"bad padded lengths {q_len} (queries from {q_start}), {kv_len} for {n} tokens and blocks "
+                         f"{block_q}, {block_kv}")
+    kind = classify_blocks(layout, block_q, block_kv, q_len, kv_len, q_start)
     kv_ptr, kv_col, kv_col_partial = _csr(kind)
     q_ptr, q_col, q_col_partial = _csr(np.ascontiguousarray(kind.T))
     arrs = dict(kind=kind, kv_ptr=kv_ptr, kv_col=kv_col, kv_col_partial=kv_col_partial, q_ptr=q_ptr, q_col=q_col,
@@ -226,7 +241,7 @@ def block_info(layout: Layout, block_q: int, block_kv: int, q_len: int | None = 
                 steps_t=_steps(q_ptr, q_col, q_col_partial))
     for a in arrs.values():
         a.setflags(write=False)
-    return BlockInfo(block_q, block_kv, q_len, kv_len, **arrs)
+    return BlockInfo(block_q, block_kv, q_len, kv_len, q_start, **arrs)
 
 
 def brute_force_kinds(mask: np.ndarray, block_q: int, block_kv: int) -> np.ndarray:

@@ -135,9 +135,15 @@ class Layout:
 
     def dense_mask(self, total: int | None = None) -> np.ndarray:
         """(total, total) bool mask, True = may attend. For tests and small sizes only."""
-        ids = self.token_ids(total)
-        q = {f: ids[f][:, None] for f in Q_FIELDS}
-        kv = {f: ids[f][None, :] for f in KV_FIELDS}
+        return self.mask_rows(0, self.length if total is None else total, total)
+
+    def mask_rows(self, start: int, stop: int, total: int | None = None) -> np.ndarray:
+        """(stop - start, total) bool rows [start, stop) of the dense mask (queries at those
+        layout positions against all `total` keys)."""
+        ids = self.token_ids(max(stop, self.length if total is None else total))
+        total = self.length if total is None else total
+        q = {f: ids[f][start:stop, None] for f in Q_FIELDS}
+        kv = {f: ids[f][None, :total] for f in KV_FIELDS}
         return np.asarray(mask_fn(q, kv))
 
 
