@@ -5,7 +5,6 @@ against the dense masked reference, including queries that are only some layout 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
