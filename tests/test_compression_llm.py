@@ -103,10 +103,7 @@ def test_compressed_logits_and_greedy_match_reference(models, ref, name):
     h, *_ = llm.prefill(params, cfg, x, jnp.ones((1, prompt_len), bool), drops=drops, visual_start=V0, n_visual=NV)
     ours = np.asarray(llm.head(params, cfg, h))[0, -1]
     want = _reference_logits(torch_model, plan, x, lambda h: prompt_len - 1 - (x.shape[1] - h.shape[1]))
-    np.testing.assert_allclose(ours, want, atol=2e-3)
-    if name == "none":
-        np.testing.assert_array_equal(ours, np.asarray(llm.head(params, cfg, llm.prefill(
-            params, cfg, x, jnp.ones((1, prompt_len), bool))[0]))[0, -1])
+    np.testing.assert_allclose(ours, want, atol=1e-4)
 
     # Decoding with per-stage caches == re-running the whole compressed forward for every new token.
     gen = GenerationConfig(max_new_tokens=5, eos_token_ids=(), pad_token_id=0)

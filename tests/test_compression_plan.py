@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
+import torch
 import pytest
 
 from lvjax.families.videochat_flash.compression import (
@@ -86,11 +86,15 @@ def test_uniform_groups_ablation(ref_facts):
 
 
 def _goal_code(l, L, n1):
-    return 1 + int((n1 - 1) * 0.5 * (1 + math.cos(l / L * math.pi)) + 0.5)
+    """XComp's rounding of its cosine schedule, evaluated with torch (float64) as an independent reference."""
+    c = torch.cos(torch.tensor(l / L, dtype=torch.float64) * torch.pi)
+    return 1 + int(torch.floor((n1 - 1) * 0.5 * (1 + c) + 0.5))
 
 
 def _goal_paper(l, L, n1):
-    return math.ceil((n1 - 1) / 2 * math.cos(l * math.pi / L) + (n1 + 1) / 2 - 1e-9)
+    """The paper's Eq. 1, ceil((n1-1)/2·cos(lπ/L) + (n1+1)/2), in torch (float64)."""
+    c = torch.cos(torch.tensor(l * torch.pi / L, dtype=torch.float64))
+    return int(torch.ceil((n1 - 1) / 2 * c + (n1 + 1) / 2 - 1e-9))
 
 
 @pytest.mark.parametrize("L", [12, 24, 28, 32, 36])

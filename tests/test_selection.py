@@ -19,16 +19,20 @@ from lvjax.families.videochat_flash.selection import (
 )
 
 
-def _starts_loop(T, d, stride=512, clip=8):
-    rounds = (T + stride - 1) // stride
-    return [(i * stride + i // rounds * (clip // d) + i // rounds * (stride // d)) % T for i in range(d * rounds)]
+def _starts_grid(T, d, stride=512, clip=8):
+    """The chunk grid as a (repeat, round) table: round r of repeat j starts at (j·R + r)·stride + j·(clip/d + stride/d),
+    R rounds per repeat (the original indexes chunks globally, so each repeat also moves by R·stride mod T)."""
+    n_rounds = -(-T // stride)
+    rounds = np.arange(n_rounds) * stride
+    shifts = np.arange(d) * (n_rounds * stride + clip // d + stride // d)
+    return ((shifts[:, None] + rounds[None, :]) % T).ravel().tolist()
 
 
 @pytest.mark.parametrize("T,d", [(1024, 2), (1024, 8), (1500, 2), (3000, 3), (4096, 1)])
 def test_chunk_starts_and_wrap(T, d):
     qc = QCCompConfig(n_repeat=d)
     starts = chunk_starts(T, qc)
-    assert starts == _starts_loop(T, d)
+    assert starts == _starts_grid(T, d)
     for s in starts:
         idx = chunk_frames(T, s, qc)
         expect = list(range(s, min(T, s + 576))) + list(range(0, max(0, s + 576 - T)))

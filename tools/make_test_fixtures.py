@@ -26,6 +26,7 @@ KEYS = [
     "preprocess/resize_pixel_values",
     # vision tower, ToMe, projector
     "L4/vit_pos_embed",
+    "L8/vit_pos_embed",
     "L4/vit_out",
     "L4/tome_out",
     "L4/tome_assign",
@@ -42,6 +43,7 @@ KEYS = [
     "L4/lp/logits",
     "L4/lp/last_logits",
     "L4/lp/layer_seq_len",
+    "L4/lp/layer_tokens_per_frame",
     "L8/lp/layer_seq_len",
     "L4/lp/greedy_ids",
     "L4/lp/evalstyle_ids",
