@@ -51,7 +51,7 @@ def attention_probs(q, k, mask=None, *, scale: float | None = None):
 
 IMPLS = ("auto", "dense", "blockwise", "pallas_tpu", "pallas_gpu", "pallas_interpret")
 _ALIASES = {"xla": "dense"}  # the name of the dense path before blockwise attention existed
-DENSE_MAX_SCORES = 2048 * 2048  # "auto" off TPU/GPU: dense while Tq·S ≤ this, blockwise above
+DENSE_MAX_SCORES = 1024 * 1024  # "auto" off TPU/GPU: dense while Tq·S ≤ this, blockwise above (docs/kernels.md)
 
 
 def choose_impl(impl: str, tq: int, s: int, head_dim: int, *, layout=None, mask=None, backend: str | None = None) -> str:

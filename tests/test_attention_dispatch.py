@@ -18,21 +18,21 @@ LAY = causal_layout(60, (30, 36))
 
 
 @pytest.mark.parametrize("kw,want", [
-    (dict(backend="tpu"), "pallas_tpu"),
-    (dict(backend="gpu"), "pallas_gpu"),
-    (dict(backend="gpu", head_dim=80), "dense"),  # Triton blocks need a power-of-two head dim
-    (dict(backend="gpu", head_dim=80, s=4096, tq=4096), "blockwise"),
-    (dict(backend="cpu"), "dense"),
-    (dict(backend="cpu", s=4096, tq=4096), "blockwise"),
-    (dict(backend="cpu", s=32768, tq=1), "dense"),  # one query row: no S×S buffer anyway
-    (dict(backend="cpu", s=32768, tq=512), "blockwise"),
-    (dict(backend="tpu", mask=True), "dense"),  # an extra mask: only the dense path takes it
-    (dict(backend="tpu", layout=None), "dense"),
-    (dict(backend="cpu", impl="pallas_gpu"), "pallas_gpu"),
-    (dict(backend="tpu", impl="xla"), "dense"),
+    ({"backend": "tpu"}, "pallas_tpu"),
+    ({"backend": "gpu"}, "pallas_gpu"),
+    ({"backend": "gpu", "head_dim": 80}, "dense"),  # Triton blocks need a power-of-two head dim
+    ({"backend": "gpu", "head_dim": 80, "s": 4096, "tq": 4096}, "blockwise"),
+    ({"backend": "cpu"}, "dense"),
+    ({"backend": "cpu", "s": 4096, "tq": 4096}, "blockwise"),
+    ({"backend": "cpu", "s": 32768, "tq": 1}, "dense"),  # one query row: no S×S buffer anyway
+    ({"backend": "cpu", "s": 32768, "tq": 512}, "blockwise"),
+    ({"backend": "tpu", "mask": True}, "dense"),  # an extra mask: only the dense path takes it
+    ({"backend": "tpu", "layout": None}, "dense"),
+    ({"backend": "cpu", "impl": "pallas_gpu"}, "pallas_gpu"),
+    ({"backend": "tpu", "impl": "xla"}, "dense"),
 ])
 def test_choose_impl(kw, want):
-    args = dict(impl="auto", tq=60, s=60, head_dim=128, layout=LAY, mask=None, backend="cpu") | kw
+    args = {"impl": "auto", "tq": 60, "s": 60, "head_dim": 128, "layout": LAY, "mask": None, "backend": "cpu"} | kw
     impl, tq, s, d = (args.pop(n) for n in ("impl", "tq", "s", "head_dim"))
     args["mask"] = np.ones((tq, s), bool) if args["mask"] else None
     assert choose_impl(impl, tq, s, d, **args) == want

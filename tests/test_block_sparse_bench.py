@@ -44,3 +44,18 @@ def test_bench_timing_path_interpret(tmp_path):
     row = json.loads(out.read_text())["rows"][0]
     assert row["fwd_s"] > 0 and row["fwdbwd_s"] > 0 and row["xla_fwd_s"] > 0
     assert row["fwd_tflops"] > 0 and "cudnn_fwd_s" not in row
+
+
+def test_bench_cpu_compare(tmp_path):
+    """--cpu-compare times blockwise and dense XLA attention and reports their temporaries."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import bench_attention
+
+    out = tmp_path / "r.json"
+    argv = ["--cpu-compare", "--lengths", "1024", "--layouts", "answer", "--prefix", "20", "--suffix", "100",
+            "--heads", "2", "--kv-heads", "1", "--head-dim", "16", "--dtype", "float32", "--iters", "1",
+            "--no-backward", "--json", str(out)]
+    assert bench_attention.main(argv) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["blockwise"]["time_s"] > 0 and row["dense"]["time_s"] > 0
+    assert row["blockwise"]["temp_gib"] < row["dense"]["temp_gib"]  # no S×S buffer

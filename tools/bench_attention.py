@@ -10,9 +10,13 @@ forward and forward+backward time of the block-sparse kernel, of dense masked XL
 
 On CPU it checks correctness at a small size in Pallas interpret mode and reports the block
 counts; kernel timings there would be meaningless (interpret mode) and are not printed.
+`--cpu-compare` instead times blockwise XLA attention against dense masked XLA attention (the
+two CPU paths of `attend`) and reports XLA's temporary buffer bytes and the compile time of each,
+with dense/blockwise ratios (dense is only run while its temporaries fit `--dense-max-gib`).
 
     python tools/bench_attention.py --help
     python tools/bench_attention.py                       # CPU: block counts + check
+    python tools/bench_attention.py --cpu-compare --lengths 2048 8192 32768 --heads 4 --kv-heads 2 --head-dim 64
     python tools/bench_attention.py --heads 16 --kv-heads 2 --head-dim 128   # on a GPU/TPU
 """
 
@@ -51,6 +55,10 @@ def make_layout(kind: str, n_tokens: int, segment: int, prefix: int, suffix: int
         return L.segmented(prefix, segs, suffix, segment_causal=True, prev=3)
     if kind == "causal":
         return L.causal(n_tokens)
+    if kind == "answer":  # the LLM prefill: [prefix + visual][64 padding slots][question], causal
+        from lvjax.models.llm import causal_layout
+
+        return causal_layout(n_tokens, (n_tokens - suffix - 64, n_tokens - suffix))
     raise ValueError(kind)
 
 
@@ -93,7 +101,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[16384, 65536, 262144], help="token counts")
     p.add_argument("--layouts", nargs="+", default=["segment_local", "chunk_sparse"],
-                   choices=["segment_local", "segment_local_causal", "chunk_sparse", "causal"])
+                   choices=["segment_local", "segment_local_causal", "chunk_sparse", "causal", "answer"])
     p.add_argument("--segment", type=int, default=512, help="video segment length (tokens)")
     p.add_argument("--prefix", type=int, default=256, help="shared prefix tokens (global)")
     p.add_argument("--suffix", type=int, default=256, help="question tokens (see everything)")
@@ -112,7 +120,11 @@ def main(argv=None) -> int:
     p.add_argument("--interpret", choices=["tpu", "gpu"], default=None,
                    help="CPU smoke test of the timing path: run that kernel in interpret mode "
                         "(the times measure the interpreter, not the kernel)")
+    p.add_argument("--cpu-compare", action="store_true", help="blockwise vs dense XLA attention (time, temp bytes)")
+    p.add_argument("--dense-max-gib", type=float, default=4.0, help="--cpu-compare: run dense only below this")
     args = p.parse_args(argv)
+    if args.cpu_compare:
+        return compare_xla(args)
 
     platform = jax.default_backend()
     backend = {"tpu": "tpu", "gpu": "gpu"}.get(platform) or args.interpret
@@ -167,6 +179,50 @@ def main(argv=None) -> int:
     return 0
 
 
+def compare_xla(args) -> int:
+    """Blockwise vs dense XLA attention over each layout and length: forward (or forward +
+    backward) median time, XLA temporaries, compile time, and the dense / blockwise ratios."""
+    from lvjax.attention import attend
+
+    dtype = jnp.dtype(args.dtype)
+    b, hq, hkv, d = args.batch, args.heads, args.kv_heads, args.head_dim
+    what = "fwd" if args.no_backward else "fwd+bwd"
+    print(f"platform={jax.default_backend()} B={b} Hq={hq} Hkv={hkv} D={d} {args.dtype} {what}; "
+          f"blockwise blocks {args.block_q or 512}x{args.block_kv or 512}")
+    print(f"{'layout':22s} {'tokens':>7s} {'impl':>9s} {'time s':>8s} {'temp GiB':>9s} {'compile s':>9s}")
+    rows = []
+    for kind in args.layouts:
+        for n in args.lengths:
+            lay = make_layout(kind, n, args.segment, args.prefix, args.suffix)
+            q, k, v = _inputs(b, n, hq, hkv, d, dtype)
+            mask = jax.ShapeDtypeStruct((n, n), jnp.bool_)  # dense: the mask is an argument, not a constant
+            fns = {"blockwise": (lambda q, k, v, lay=lay: attend(q, k, v, layout=lay, impl="blockwise"), ()),
+                   "dense": (lambda q, k, v, m: attend(q, k, v, m, impl="dense"), (mask,))}
+            row = {"layout": kind, "tokens": n}
+            for impl, (fn, extra) in fns.items():
+                if not args.no_backward:
+                    fn = jax.grad(lambda *a, fn=fn: fn(*a).astype(jnp.float32).sum(), argnums=(0, 1, 2))
+                t0 = time.perf_counter()
+                compiled = jax.jit(fn).lower(q, k, v, *extra).compile()
+                compile_s = time.perf_counter() - t0
+                temp = compiled.memory_analysis().temp_size_in_bytes / 2**30
+                t = None
+                if impl == "blockwise" or temp <= args.dense_max_gib:
+                    args_ = (q, k, v) + ((jnp.asarray(lay.dense_mask()),) if extra else ())
+                    t = _time(compiled, *args_, iters=args.iters)
+                row[impl] = {"time_s": t, "temp_gib": temp, "compile_s": compile_s}
+                print(f"{kind:22s} {n:7d} {impl:>9s} {'-' if t is None else f'{t:.3f}':>8s} {temp:9.3f} "
+                      f"{compile_s:9.2f}", flush=True)
+            bw, dn = row["blockwise"], row["dense"]
+            ratio_t = "-" if dn["time_s"] is None else f"{dn['time_s'] / bw['time_s']:.1f}x"
+            print(f"{'':22s} {'':7s} {'dense/bw':>9s} {ratio_t:>8s} {dn['temp_gib'] / bw['temp_gib']:8.0f}x "
+                  f"{dn['compile_s'] / bw['compile_s']:8.2f}x")
+            rows.append(row)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
 def _bench_device(lay, info, backend, args, b, hq, hkv, d, dtype, bq, bk) -> dict:
     from lvjax.attention import attend
 
@@ -190,7 +246,7 @@ def _bench_device(lay, info, backend, args, b, hq, hkv, d, dtype, bq, bk) -> dic
         out.update(fwdbwd_s=t, fwdbwd_tflops=(flops_fwd + flops_bwd) / t / 1e12)
     if n <= args.dense_max:
         mask = jnp.asarray(lay.dense_mask())  # an argument, not a baked-in constant
-        dense = lambda q, k, v, m: attend(q, k, v, mask=m, impl="xla")  # noqa: E731
+        dense = lambda q, k, v, m: attend(q, k, v, mask=m, impl="dense")  # noqa: E731
         try:
             out["xla_fwd_s"] = _time(jax.jit(dense), q, k, v, mask, iters=args.iters)
             if not args.no_backward:
