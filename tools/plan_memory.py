@@ -25,6 +25,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from lvjax.families.videochat_flash.compression import build_plan  # noqa: E402
+
 GiB = 1024**3
 REAL_2B = {  # reference §1.1 (VideoChat-Flash-Qwen2_5-2B_res448); UMT-L vision
     "vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
@@ -36,9 +38,8 @@ BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 def lp_comp_tokens(num_layers: int) -> list[int]:
-    """Visual tokens per frame seen by each layer under xcomp_cosine (reference §6, scaled to depth)."""
-    goal = [1 + int(15 * 0.5 * (1 + math.cos(l * math.pi / num_layers)) + 0.5) for l in range(num_layers + 1)]
-    return [goal[j] for j in range(num_layers)]
+    """Visual tokens per frame each layer sees under xcomp_cosine: the plan the model runs."""
+    return list(build_plan("xcomp_cosine", num_layers).group_tokens)
 
 
 def sizes_from_config(cfg) -> dict:

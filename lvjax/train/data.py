@@ -37,7 +37,10 @@ import numpy as np
 
 from lvjax.config import ConfigError
 from lvjax.families.base import IMAGE_TOKEN_INDEX  # noqa: E402  (re-exported)
+from lvjax.prompt import render_chatml, video_user_turn
 from lvjax.train.config import DataSection
+from lvjax.video import read_video as lv_read_video
+from lvjax.video import resize_frames
 
 IGNORE_INDEX = -100
 IMAGE = "<image>"
@@ -75,64 +78,11 @@ def read_jsonl(path: str) -> list[dict]:
 # ----------------------------------------------------------------------------- frames
 
 
-def sample_frame_indices(vlen: int, video_fps: float, target_fps: float, local: int, max_frames: int,
-                         min_frames: int) -> np.ndarray:
-    """`dynamic_fps1` sampling (reference §2): indices (T,) into [0, vlen), T a multiple of `local`."""
-    duration = vlen / video_fps
-    n = local * int(target_fps * duration // local) or local
-    n = min(n, max_frames)
-    if n > vlen:
-        n = max(vlen // local, 1) * local
-    n = max(min_frames, n)
-    edges = np.linspace(0, vlen, n + 1).astype(int)
-    return ((edges[:-1] + edges[1:]) // 2).astype(np.int64)
-
-
-def time_message(duration: float, n_frames: int) -> str:
-    return f"The video lasts for {duration:.2f} seconds, and {n_frames} frames are uniformly sampled from it."
-
-
-def _read_video_pyav(path: str, d: DataSection) -> tuple[np.ndarray, float]:
-    """Fallback reader (used only when lvjax.video is absent): all frames decoded, then sampled."""
-    import av
-
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_count = d.decode_threads
-        fps = float(stream.average_rate or 25)
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    if not frames:
-        raise ValueError(f"{path}: no decodable frames")
-    idx = sample_frame_indices(len(frames), fps, d.fps, d.local_num_frames, d.max_frames, d.min_frames)
-    return np.stack([frames[min(i, len(frames) - 1)] for i in idx]), len(frames) / fps
-
-
 def read_video(path: str, d: DataSection) -> tuple[np.ndarray, str]:
-    """Frames (T, H, W, 3) uint8 sampled as at inference (lvjax.video.read_video), and the time message."""
-    try:
-        from lvjax.video import read_video as lv_read
-    except ImportError:
-        lv_read = None
-    if lv_read is not None:
-        v = lv_read(path, fps=d.fps, local_num_frames=d.local_num_frames, max_num_frames=d.max_frames,
-                    min_num_frames=d.min_frames, threads=d.decode_threads)
-        return np.asarray(v.frames, np.uint8), str(v.time_msg)
-    frames, duration = _read_video_pyav(path, d)
-    return frames, time_message(duration, len(frames))
-
-
-def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 → (T, size, size, 3) uint8, PIL bicubic (as UMTImageProcessor)."""
-    try:
-        from lvjax.video import resize_frames as lv_resize
-
-        return lv_resize(frames, size)
-    except ImportError:
-        from PIL import Image
-
-    if frames.shape[1:3] == (size, size):
-        return frames
-    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BICUBIC)) for f in frames])
+    """Frames (T, H, W, 3) uint8 sampled as at inference (`lvjax.video.read_video`), and the time message."""
+    v = lv_read_video(path, fps=d.fps, local_num_frames=d.local_num_frames, max_num_frames=d.max_frames,
+                      min_num_frames=d.min_frames, threads=d.decode_threads)
+    return np.asarray(v.frames, np.uint8), str(v.time_msg)
 
 
 def frame_bucket(n: int, buckets) -> int:
@@ -149,18 +99,6 @@ def chat_segments(conversations: list[dict], time_msg: str | None, system: str) 
     """qwen_2 (ChatML) text pieces with a flag 'is a label', rendered with lvjax.prompt (the
     inference prompt): the first human turn becomes "<image>\\n{time_msg.strip()} {question}"
     when there is a video. Answers are labelled together with their closing <|im_end|>."""
-    try:
-        from lvjax.prompt import render_chatml, video_user_turn
-    except ImportError:  # prompt module absent: the same template, inline
-        def render_chatml(messages, system):
-            out = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
-            for role, m in messages:
-                out += f"<|im_start|>{role}\n{m}<|im_end|>\n" if m else f"<|im_start|>{role}\n"
-            return out
-
-        def video_user_turn(question, time_msg=""):
-            return f"{IMAGE}\n{time_msg.strip()} {question}"
-
     segs = [(render_chatml([], system), False)]
     for i, turn in enumerate(conversations):
         value = str(turn.get("value", ""))

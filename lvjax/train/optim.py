@@ -66,11 +66,6 @@ def make_optimizer(opt: OptimSection, total_steps: int, labels) -> tuple[optax.G
     return tx, schedule
 
 
-def stop_frozen(params, labels):
-    """Cut gradients into frozen leaves (their backward pass is then dead code for XLA)."""
-    return jax.tree.map(lambda p, l: jax.lax.stop_gradient(p) if l == FROZEN else p, params, labels)
-
-
 def apply_updates(params, updates, labels):
     """params + updates on trainable leaves; frozen leaves are returned as they came in."""
     return jax.tree.map(

@@ -157,10 +157,6 @@ class CompressionPlan:
         """The `after` of every event (XComp's `EXTRA_PARAM_INNER_CONDENSER_ID`)."""
         return tuple(e.after for e in self.events)
 
-    def event_after(self, layers: int) -> DropEvent | None:
-        """The event that fires after `layers` decoder layers, if any."""
-        return next((e for e in self.events if e.after == layers), None)
-
     # ------------------------------------------------------------------ exact counts
 
     def _event(self, event: DropEvent | int) -> DropEvent:
@@ -202,10 +198,6 @@ class CompressionPlan:
     def seq_len_at(self, layer: int, n_text: int, n_visual: int) -> int:
         """Sequence length entering `layer`: n_text text tokens plus the visual block."""
         return n_text + self.visual_tokens_at(layer, n_visual)
-
-    def position_shift(self, layer: int, n_visual: int) -> int:
-        """Tokens dropped before `layer`; at decode layer l uses position (full position - this)."""
-        return n_visual - self.visual_tokens_at(layer, n_visual)
 
     def count_before(self, event: DropEvent | int, n_visual: int) -> int:
         """Visual tokens just before `event` fires."""
