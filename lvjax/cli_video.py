@@ -76,15 +76,15 @@ def _answer(args) -> None:
         from lvjax.prompt import multiple_choice
 
         question = multiple_choice(question, args.options)
-    answer, report = model.answer(args.video, question, **_options(args))
+    answer, report = model.answer(args.video, question, progress=sys.stderr.isatty(), **_options(args))
     _print(answer, report, args.json)
 
 
 def _chat(args) -> None:
     model = _load(args)
     opts = _options(args)
-    encoded = model.encode_video(args.video, **{k: opts.pop(k) for k in ("max_frames", "min_frames", "fps",
-                                                                         "duplicate_to_min") if k in opts})
+    sampling = {k: opts.pop(k) for k in ("max_frames", "min_frames", "fps", "duplicate_to_min") if k in opts}
+    encoded = model.encode_video(args.video, progress=sys.stderr.isatty(), **sampling)
     interactive = sys.stdin.isatty()
     history: list[tuple[str, str]] = []
     while True:

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from lvjax.config import ConfigError
 from lvjax.families.base import Encoded, Family
@@ -115,8 +116,11 @@ class Model:
 
     def frames(self, video: Any, *, fps: float | None = None, max_frames: int | None = None,
                min_frames: int | None = None, duplicate_to_min: bool | None = None, start: float | None = None,
-               end: float | None = None) -> VideoFrames:
-        """Sample a video (file, image folder, VideoFrames, or uint8 (T, H, W, 3) with fps=) with the family's defaults."""
+               end: float | None = None, progress: bool = False) -> VideoFrames:
+        """Sample a video (file, image folder, VideoFrames, or uint8 (T, H, W, 3) with fps=) with the family's defaults.
+
+        progress: a bar over the decoded frames (files only).
+        """
         sampling = self.family.sampling(self.config)
         if sampling is None:
             raise ConfigError(f"{self.source}: a text-only {self.family.name} model takes no video (use generate)")
@@ -130,17 +134,26 @@ class Model:
         min_frames = min(s.min_frames, s.max_frames) if min_frames is None else min_frames
         if min_frames > s.max_frames:
             raise ConfigError(f"min_frames={min_frames} is more than max_frames={s.max_frames}")
-        return load_frames(video, fps=s.fps or 1.0, local_num_frames=s.frame_multiple, max_num_frames=s.max_frames,
-                           min_num_frames=min_frames, start=start, end=end, duplicate_to_min=s.duplicate_to_min,
-                           rule=s.rule, max_fps=s.max_fps)
+        kw = dict(fps=s.fps or 1.0, local_num_frames=s.frame_multiple, max_num_frames=s.max_frames,
+                  min_num_frames=min_frames, start=start, end=end, duplicate_to_min=s.duplicate_to_min, rule=s.rule,
+                  max_fps=s.max_fps)
+        if not (progress and isinstance(video, (str, os.PathLike)) and os.path.isfile(video)):
+            return load_frames(video, **kw)
+        with tqdm(desc="decoding", unit="frame", leave=False) as bar:
+            def update(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            return load_frames(video, progress=update, **kw)
 
     def encode_video(self, video: Any, *, fps: float | None = None, max_frames: int | None = None,
                      min_frames: int | None = None, duplicate_to_min: bool | None = None, start: float | None = None,
-                     end: float | None = None, intermediates: bool = False, **options) -> Encoded:
+                     end: float | None = None, intermediates: bool = False, progress: bool = False,
+                     **options) -> Encoded:
         """Sample and encode a video; `intermediates=True` keeps the named stage outputs in `Encoded.stages`."""
         t0 = time.perf_counter()
         frames = self.frames(video, fps=fps, max_frames=max_frames, min_frames=min_frames,
-                             duplicate_to_min=duplicate_to_min, start=start, end=end)
+                             duplicate_to_min=duplicate_to_min, start=start, end=end, progress=progress)
         t_read = time.perf_counter() - t0
         encoded = self.family.encode(self.params, self.config, frames, intermediates=intermediates, **options)
         encoded.seconds = {"read": t_read, **encoded.seconds}
@@ -148,7 +161,7 @@ class Model:
 
     def answer(self, video: Any, question: str, *, fps: float | None = None, max_frames: int | None = None,
                min_frames: int | None = None, duplicate_to_min: bool | None = None, start: float | None = None,
-               end: float | None = None, **options) -> tuple[str, dict]:
+               end: float | None = None, progress: bool = False, **options) -> tuple[str, dict]:
         """Answer a question about a video or an image. Returns (text, report).
 
         options: history, max_new_tokens, seed, do_sample and generation options (temperature, top_p,
@@ -157,7 +170,7 @@ class Model:
         self.family.check_options({k: v for k, v in options.items() if k not in _SHARED_OPTIONS})
         family_opts = {k: options[k] for k in self.family.answer_options if k in options}
         encoded = self.encode_video(video, fps=fps, max_frames=max_frames, min_frames=min_frames,
-                                    duplicate_to_min=duplicate_to_min, start=start, end=end,
+                                    duplicate_to_min=duplicate_to_min, start=start, end=end, progress=progress,
                                     **{k: v for k, v in family_opts.items() if k in _ENCODE_OPTIONS})
         return self.answer_encoded(encoded, question, **options)
 
