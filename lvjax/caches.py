@@ -1,13 +1,13 @@
-"""A KV cache of un-rotated keys, with the operations Video-XL-2's decoding needs.
-
-Video-XL-2's bi-level tree (eval/lvu/w_chunk_bilevel, its local modeling_qwen2.py) caches keys
-*before* RoPE and rotates the whole cache with positions 0 … len−1 at every call, so slot i
-is always position i. Pooling keys is then pooling un-rotated keys, and a compacted cache is
-re-indexed for free. For contiguous caches (dense decoding) this is the ordinary KV cache.
+"""A KV cache as a type: fixed-capacity buffers plus a fill length, with the operations families need.
 
     KVCache.prefilled(k, v, capacity)      a cache holding a prefill's keys/values
-    cache.compact(pieces)                  keep / average-pool spans of rows (static plan)
     cache.append(k, v)                     write new rows at `length` (inside jit/while_loop)
+    cache.keep(indices)                    keep a subset of the rows (LP-Comp-style drops)
+    cache.compact(pieces, capacity)        replace spans by themselves or their average pool
+                                           (Video-XL-2's pooled blocks; summary memories)
+
+Families that cache keys *before* RoPE (Video-XL-2's bi-level tree rotates the whole cache with
+positions 0 … len−1 at every call, so slot i is position i) can pool and re-index keys freely.
 
 k, v: (layers, B, capacity, kv_heads, head_dim); `length` (int32 scalar) slots are filled.
 """
@@ -38,6 +38,12 @@ class KVCache:
         s = k.shape[2]
         pad = [(0, 0), (0, 0), (0, capacity - s), (0, 0), (0, 0)]
         return cls(jnp.pad(k, pad), jnp.pad(v, pad), jnp.int32(s))
+
+    def keep(self, indices: jax.Array, capacity: int) -> "KVCache":
+        """A new cache of rows `indices` (n,) int32, in that order, with room for `capacity` ≥ n slots."""
+        pad = [(0, 0), (0, 0), (0, capacity - indices.shape[0]), (0, 0), (0, 0)]
+        take = lambda a: jnp.pad(jnp.take(a, indices, axis=2), pad)  # noqa: E731
+        return KVCache(take(self.k), take(self.v), jnp.int32(indices.shape[0]))
 
     def compact(self, pieces: Sequence[tuple[int, int, int]], capacity: int) -> "KVCache":
         """A new cache of the pieces (start, stop, pool) in order: rows [start, stop) as they are
