@@ -13,6 +13,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from kernels_pallas.block_sparse.api import block_sparse_attention
+from kernels_pallas.block_sparse.blockwise import blockwise_attention
+
 _NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
@@ -117,10 +120,8 @@ def attend(
         out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
         return out.reshape(b, t, hq, d).astype(q.dtype)
     if choice == "blockwise":
-        from kernels_pallas.block_sparse.blockwise import blockwise_attention
 
         return blockwise_attention(q, k, v, layout, scale=scale, q_offset=q_offset)[0]
-    from kernels_pallas.block_sparse.api import block_sparse_attention
 
     interpret = interpret or choice == "pallas_interpret" or jax.default_backend() == "cpu"
     backend = "tpu" if choice == "pallas_tpu" else "gpu"

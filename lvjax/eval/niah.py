@@ -17,9 +17,12 @@ import os
 from typing import Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from lvjax.config import ConfigError
 from lvjax.eval import render
+from lvjax.eval.synthetic import _dump
+from lvjax.video import decode_all_frames
 
 SHAPES = ("square", "circle", "triangle", "cross")
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -31,7 +34,6 @@ MULTI_Q = ("Start from the frame that says START and follow the chain of 'find t
 
 def needle_image(colour: str, shape: str, size: int, text: str = "") -> np.ndarray:
     """uint8 (size, size, 3): a coloured shape on white, with an optional caption (PIL's default font)."""
-    from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (size, size), (255, 255, 255))
     draw = ImageDraw.Draw(img)
@@ -54,9 +56,7 @@ def needle_image(colour: str, shape: str, size: int, text: str = "") -> np.ndarr
 def _haystack(path: str | None, frames: int, size: int) -> list[np.ndarray]:
     if path is None:
         return [render.background(k, size) for k in range(frames)]
-    from PIL import Image
 
-    from lvjax.video import decode_all_frames
 
     decoded = decode_all_frames(path)
     return [np.asarray(Image.fromarray(f).resize((size, size))) for f in decoded]
@@ -81,7 +81,6 @@ def make_niah(out: str, n: int, seed: int = 0, *, haystack: str | None = None, f
               size: int = 128, depths: Sequence[float] = DEPTHS, lengths: Sequence[int] = LENGTHS,
               hops: Sequence[int] = (1, 3)) -> str:
     """Write `out/annotations.json` and `out/videos/niah_XXX.mp4`; item i takes the grid cell i mod |grid|."""
-    from lvjax.eval.synthetic import _dump
 
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")

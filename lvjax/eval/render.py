@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
+import av
 import numpy as np
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 70, 230), "yellow": (235, 220, 40),
@@ -29,7 +30,6 @@ def with_square(img: np.ndarray, colour: str, x: int, y: int, side: int) -> np.n
 
 def write_mp4(path: str, frames: Iterable[np.ndarray], fps: int = 4, crf: int = 12) -> str:
     """Encode uint8 RGB frames (all the same even size) as H.264 MP4; frame k has pts k."""
-    import av
 
     frames = iter(frames)
     first = next(frames)

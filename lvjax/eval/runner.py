@@ -18,7 +18,11 @@ import tempfile
 import time
 from typing import Any, Sequence
 
+import jax
+from tqdm import tqdm
+
 from lvjax.config import ConfigError
+from lvjax.eval.niah import write_heatmap
 from lvjax.eval.summary import summarize, summary_path, write_json_atomic
 from lvjax.eval.tasks import (
     FAMILY_PROTOCOL,
@@ -57,7 +61,6 @@ def process_info() -> tuple[int, int]:
     env = os.environ
     if not env.get("JAX_COORDINATOR_ADDRESS"):
         return 0, 1
-    import jax
 
     try:
         n, p = int(env["JAX_NUM_PROCESSES"]), int(env["JAX_PROCESS_ID"])
@@ -164,7 +167,6 @@ def finish(out: str, task: Task, protocol: str, rows: Sequence[dict]) -> dict:
     summary = summarize(rows, task=task.name, protocol=protocol, skip_empty=rule.skip_empty, breakdowns=task.breakdowns)
     summary["results"] = os.path.basename(out)
     if task.name == "niah":
-        from lvjax.eval.niah import write_heatmap
 
         summary["heatmap"] = write_heatmap(rows, out)
     write_json_atomic(summary_path(out), summary)
@@ -187,7 +189,6 @@ def evaluate(model: Any, task_name: str, annotations: str, videos: str, out: str
     if n > 1:
         done.update(read_rows(target, items, repair=True))
     todo = [i for i in range(p, len(items), n) if i not in done]
-    from tqdm import tqdm
 
     bar = tqdm(total=len(range(p, len(items), n)), initial=len(range(p, len(items), n)) - len(todo), unit="item",
                desc=f"{task.name}" + (f" [{p}/{n}]" if n > 1 else ""),

@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 from lvjax.config import ConfigError
 from lvjax.eval import parsers
+from lvjax.eval.records import read_records
+from lvjax.prompt import multiple_choice
 
 PROTOCOLS = ("videochat_flash", "video_xl", "video_xl2")
 FAMILY_PROTOCOL = {"videochat_flash": "videochat_flash", "video_xl": "video_xl", "video_xl_pro": "video_xl",
@@ -183,7 +185,6 @@ class LVBench(Task):
         return out
 
     def rules(self):
-        from lvjax.prompt import multiple_choice
 
         return {"videochat_flash": Rule(lambda it: multiple_choice(it.question, it.options, LETTER_POST), **MCQ_ACC)}
 
@@ -346,7 +347,6 @@ def get_task(name: str) -> Task:
 
 def load_items(task: Task, annotations: str) -> list[Item]:
     """The task's items from an annotation file or folder; ids must be unique."""
-    from lvjax.eval.records import read_records
 
     items = task.items(read_records(annotations))
     if not items:

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kernels_pallas.block_sparse.layout import full
 from lvjax.attention import attend
 from lvjax.config import ConfigError
 from lvjax.models.pos_embed import vision_pos_embed
@@ -260,6 +261,5 @@ def _clip_layout(n: int):
     None elsewhere (the dense path)."""
     if jax.default_backend() not in ("gpu", "tpu"):
         return None
-    from kernels_pallas.block_sparse.layout import full
 
     return full(n)

@@ -41,8 +41,12 @@ import threading
 from fractions import Fraction
 from typing import Any, Callable, Sequence
 
+import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
+from PIL import Image
 
+from lvjax.video.preprocess import resize_frames
 from lvjax.video.sampling import FramePlan, plan_frames
 
 __all__ = [
@@ -150,7 +154,6 @@ class _Index:
 
 
 def _open(path: str):
-    import av
 
     try:
         return av.open(path, metadata_errors="ignore")
@@ -218,7 +221,6 @@ def _container_index(path: str, stream) -> _Index | None:
 def _scan(path: str, strict: bool, container_index: bool = False) -> _Index:
     """Frame count, sorted pts, keyframes and fps of the first video stream, without decoding:
     from the container's index when `container_index` and it is usable, else one demux pass."""
-    import av
 
     with _open(path) as container:
         stream = _video_stream(container, path)
@@ -285,7 +287,6 @@ def _rgb_converter(resize_to=None):
     """frame → (H, W, 3) uint8 RGB, then PIL-bicubic resized when `resize_to` is set. One
     swscale context serves a whole read: the same pixels as ``frame.to_ndarray(format="rgb24")``,
     which builds a new context per call (several times slower on small frames)."""
-    from av.video.reformatter import VideoReformatter
 
     reformatter = VideoReformatter()
     if resize_to is None:
@@ -295,14 +296,12 @@ def _rgb_converter(resize_to=None):
 
 def _resize(rgb: np.ndarray, size) -> np.ndarray:
     """One (H, W, 3) uint8 frame through `preprocess.resize_frames` (PIL bicubic, no crop)."""
-    from lvjax.video.preprocess import resize_frames
 
     return resize_frames(rgb[None], size)[0]
 
 
 def _decode_seeking(path: str, index: _Index, targets: list[int], threads, seek_cost: int,
                     progress=None, resize_to=None) -> dict[int, np.ndarray]:
-    import av
 
     pts = index.pts
     where = {int(p): i for i, p in enumerate(pts.tolist())}
@@ -378,7 +377,6 @@ def _check_path(path) -> str:
 
 def _guard(path: str, fn):
     """Run fn, turning any PyAV/FFmpeg error into a VideoError that names the file."""
-    import av
 
     try:
         return fn()
@@ -495,7 +493,6 @@ def read_image_folder(path: str | os.PathLike, *, image_fps: float = 1.0, fps: f
     Files with an image extension (IMAGE_EXTENSIONS), sorted by name with numbers compared as
     numbers (frame_2 before frame_10); only the sampled images are opened (PIL, RGB).
     """
-    from PIL import Image
 
     path = _check_path(path)
     if not os.path.isdir(path):
@@ -541,7 +538,6 @@ def from_array(frames: np.ndarray, video_fps: float, *, fps: float = 1.0, local_
     plan = _plan("<array>", len(arr), float(video_fps), kw)
     out = arr[plan.indices]
     if resize_to is not None:
-        from lvjax.video.preprocess import resize_frames
 
         out = resize_frames(out, resize_to)
     return VideoFrames(out, plan.indices, float(video_fps), plan.duration, len(arr), plan.time_msg,
