@@ -56,6 +56,8 @@ def test_answer_matches_original_eval(model, encoded, ref, compression, key):
     assert report["token_ids"] == want[: len(report["token_ids"])]
     assert text == model.tokenizer.decode(ref[key], skip_special_tokens=True).strip()
     assert report["visual_tokens"] == 256 and report["prompt_tokens"] == 335
+    want_lens = ref["L4/lp/layer_seq_len"] if compression == "xcomp_cosine" else [335] * 28
+    np.testing.assert_array_equal(report["layer_seq_len"], want_lens)
     again, _ = model.answer_encoded(encoded, QUESTION, compression=compression, max_new_tokens=8)  # cached prefix
     assert again == text
 

@@ -184,6 +184,8 @@ def answer_encoded(model, encoded: Encoded, question: str, *, history: Sequence[
         last, caches, offset = _prefill_reusing(model, encoded, prefix, suffix, plan_drops, gen)
     last.block_until_ready()
     t1 = time.perf_counter()
+    # Tokens each layer attended over in this prefill (padding excluded), read from the stage caches.
+    report["layer_seq_len"] = [int(c.valid.sum()) for c in caches for _ in range(c.k.shape[0])]
     seen = jnp.zeros((1, cfg.llm.vocab_size), bool)  # the original generates from embeddings only
     tokens, lengths = decode_from_cache(model.params["llm"], last, caches, offset, seen, sample_rng(seed),
                                         cfg=cfg.llm, gen=gen)
