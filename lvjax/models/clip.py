@@ -26,16 +26,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lvjax.attention import attend
 from lvjax.config import ConfigError
-from lvjax.convert.table import IDENTITY, LINEAR, Rule, Transform
+from lvjax.convert.table import CONV2D, IDENTITY, LINEAR, Rule
 from lvjax.models.stack import scanned
-
-P = nn.with_logical_partitioning
-ACT = ("activation_batch", "activation_length", "activation_embed")
-
-# Conv2d weight (out, in, kh, kw) ↔ Flax Conv kernel (kh, kw, in, out).
-CONV2D = Transform("conv2d", lambda a: a.transpose(2, 3, 1, 0), lambda a: a.transpose(3, 2, 0, 1))
+from lvjax.models.vit_layer import ACT, EncoderLayer, P, layer_norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,49 +83,6 @@ class CLIPConfig:
         return cfg
 
 
-def _dense(features: int, axes: tuple, cfg: CLIPConfig, name: str) -> nn.Dense:
-    return nn.Dense(features, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
-                    kernel_init=P(nn.initializers.normal(0.02), axes), bias_init=P(nn.initializers.zeros, axes[1:]),
-                    name=name)
-
-
-def _layer_norm(cfg: CLIPConfig, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
-                        use_fast_variance=False, scale_init=P(nn.initializers.ones, ("norm",)),
-                        bias_init=P(nn.initializers.zeros, ("norm",)), name=name)
-
-
-class CLIPAttention(nn.Module):
-    cfg: CLIPConfig
-
-    @nn.compact
-    def __call__(self, x):
-        cfg = self.cfg
-        b, n, c = x.shape
-        h = cfg.num_attention_heads
-        d = c // h
-        q, k, v = (_dense(c, ("embed", "heads"), cfg, f"{p}_proj")(x).reshape(b, n, h, d) for p in "qkv")
-        out = attend(q * d**-0.5, k, v, None, scale=1.0).reshape(b, n, c)
-        return _dense(c, ("heads", "embed"), cfg, "out_proj")(out)
-
-
-class CLIPLayer(nn.Module):
-    """x + attn(ln1(x)), then + fc2(quick_gelu(fc1(ln2(x)))). Scan body: (x, _) → (x, None)."""
-
-    cfg: CLIPConfig
-
-    @nn.compact
-    def __call__(self, x, _=None):
-        cfg = self.cfg
-        x = nn.with_logical_constraint(x, ACT)
-        x = x + CLIPAttention(cfg, name="self_attn")(_layer_norm(cfg, "layer_norm1")(x))
-        h = _layer_norm(cfg, "layer_norm2")(x)
-        h = _dense(cfg.intermediate_size, ("embed", "mlp"), cfg, "fc1")(h)
-        h = h * jax.nn.sigmoid(1.702 * h)
-        x = x + _dense(cfg.hidden_size, ("mlp", "embed"), cfg, "fc2")(h)
-        return x, None
-
-
 class CLIPVisionTower(nn.Module):
     """`__call__(images)`: (B, H, W, 3) → (B, 1 + grid², C) after `num_layers` encoder layers."""
 
@@ -155,9 +106,9 @@ class CLIPVisionTower(nn.Module):
         pos = nn.Embed(cfg.grid**2 + 1, cfg.hidden_size, dtype=dtype, param_dtype=pd,
                        embedding_init=P(nn.initializers.normal(0.02), (None, "embed")), name="position_embedding")
         x = x + pos(jnp.arange(x.shape[1]))[None]
-        x = _layer_norm(cfg, "pre_layrnorm")(x)
+        x = layer_norm(cfg, "pre_layrnorm")(x)
         if self.num_layers:
-            x, _ = scanned(CLIPLayer, self.num_layers)(cfg, name="layers")(x, None)
+            x, _ = scanned(EncoderLayer, self.num_layers)(cfg, "quick_gelu", name="layers")(x, None)
         return nn.with_logical_constraint(x, ACT)
 
 
@@ -168,7 +119,6 @@ _EMBED = ("class_embedding", "patch_embedding", "position_embedding")
 
 def _to_module_tree(params: dict, num_layers: int) -> dict:
     layers = jax.tree.map(lambda a: a[:num_layers], params["encoder"]["layers"])
-    layers = {**{k: v for k, v in layers.items() if k != "mlp"}, **layers["mlp"]}
     return {**params["embeddings"], "pre_layrnorm": params["pre_layrnorm"], "layers": layers}
 
 
@@ -177,11 +127,9 @@ def init_clip(cfg: CLIPConfig, key: jax.Array) -> dict:
     k1, k2 = jax.random.split(key)
     images = jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
     flat = CLIPVisionTower(cfg, cfg.num_hidden_layers).init(k1, images)["params"]
-    post = _layer_norm(cfg, "post_layernorm").init(k2, jnp.zeros((1, cfg.hidden_size)))["params"]
-    layers = dict(flat["layers"])
-    mlp = {"fc1": layers.pop("fc1"), "fc2": layers.pop("fc2")}
+    post = layer_norm(cfg, "post_layernorm").init(k2, jnp.zeros((1, cfg.hidden_size)))["params"]
     return {"embeddings": {k: flat[k] for k in _EMBED}, "pre_layrnorm": flat["pre_layrnorm"],
-            "encoder": {"layers": {**layers, "mlp": mlp}}, "post_layernorm": post}
+            "encoder": {"layers": flat["layers"]}, "post_layernorm": post}
 
 
 def clip_apply(params: dict, cfg: CLIPConfig, images: jax.Array) -> jax.Array:

@@ -27,12 +27,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lvjax.attention import attend
 from lvjax.config import ConfigError
 from lvjax.models.stack import scanned
+from lvjax.models.vit_layer import ACT, EncoderLayer, P, layer_norm
 
-P = nn.with_logical_partitioning
-ACT = ("activation_batch", "activation_length", "activation_embed")
 # Fields of a SigLIP `vision_tower/config.json` this port reads (and writes back).
 _FIELDS = ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_hidden_layers",
            "num_attention_heads", "layer_norm_eps", "num_channels")
@@ -99,59 +97,6 @@ class SiglipConfig:
                 **{k: getattr(self, k) for k in _FIELDS}}
 
 
-def _dense(features: int, axes: tuple, cfg: SiglipConfig, name: str) -> nn.Dense:
-    return nn.Dense(features, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
-                    kernel_init=P(nn.initializers.xavier_uniform(), axes),
-                    bias_init=P(nn.initializers.zeros, axes[1:]), name=name)
-
-
-def _layer_norm(cfg: SiglipConfig, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
-                        use_fast_variance=False, scale_init=P(nn.initializers.ones, ("norm",)),
-                        bias_init=P(nn.initializers.zeros, ("norm",)), name=name)
-
-
-class SiglipAttention(nn.Module):
-    """Multi-head self-attention with q/k/v/out biases, scale head_dim^-0.5: (B, N, C) → (B, N, C)."""
-
-    cfg: SiglipConfig
-
-    @nn.compact
-    def __call__(self, x):
-        cfg = self.cfg
-        b, n, c = x.shape
-        h, d = cfg.num_attention_heads, c // cfg.num_attention_heads
-        q, k, v = (_dense(c, ("embed", "heads"), cfg, f"{p}_proj")(x).reshape(b, n, h, d) for p in "qkv")
-        out = attend(q, k, v, None, scale=d**-0.5).reshape(b, n, c)
-        return _dense(c, ("heads", "embed"), cfg, "out_proj")(out)
-
-
-class SiglipMLP(nn.Module):
-    """fc1 → tanh GELU (`gelu_pytorch_tanh`) → fc2."""
-
-    cfg: SiglipConfig
-
-    @nn.compact
-    def __call__(self, x):
-        cfg = self.cfg
-        x = nn.gelu(_dense(cfg.intermediate_size, ("embed", "mlp"), cfg, "fc1")(x), approximate=True)
-        return _dense(cfg.hidden_size, ("mlp", "embed"), cfg, "fc2")(x)
-
-
-class SiglipEncoderLayer(nn.Module):
-    """Pre-LN: x + self_attn(layer_norm1(x)), then + mlp(layer_norm2(x)). Scan body (x, _) → (x, None)."""
-
-    cfg: SiglipConfig
-
-    @nn.compact
-    def __call__(self, x, _=None):
-        cfg = self.cfg
-        x = nn.with_logical_constraint(x, ACT)
-        x = x + SiglipAttention(cfg, name="self_attn")(_layer_norm(cfg, "layer_norm1")(x))
-        x = x + SiglipMLP(cfg, name="mlp")(_layer_norm(cfg, "layer_norm2")(x))
-        return x, None
-
-
 class SiglipVisionModel(nn.Module):
     """Frames (N, S, S, 3) → patch features (N, grid², C) before `post_layernorm` (see the module doc)."""
 
@@ -166,9 +111,10 @@ class SiglipVisionModel(nn.Module):
         if hgt != cfg.image_size or wid != cfg.image_size:
             raise ValueError(f"SiglipVisionModel: frames are {hgt}×{wid}, the config expects {cfg.image_size}²")
         x = _Embeddings(cfg, name="embeddings")(pixels.astype(dtype))
-        x, _ = scanned(SiglipEncoderLayer, cfg.num_layers, self.remat_policy)(cfg, name="layers")(x, None)
+        x, _ = scanned(EncoderLayer, cfg.num_layers, self.remat_policy)(
+            cfg, "gelu_tanh", nn.initializers.xavier_uniform(), name="layers")(x, None)
         if self.is_initializing():  # the stored post_layernorm exists for export only; the feature is before it
-            _layer_norm(cfg, "post_layernorm")(x[:1, :1])
+            layer_norm(cfg, "post_layernorm")(x[:1, :1])
         return nn.with_logical_constraint(x, ACT)
 
 
