@@ -36,7 +36,7 @@ import grain
 import numpy as np
 
 from lvjax.config import ConfigError
-from lvjax.families.base import IMAGE_TOKEN_INDEX  # noqa: E402  (re-exported)
+from lvjax.families.base import IMAGE_TOKEN_INDEX, TrainingMedia  # noqa: E402  (re-exported)
 from lvjax.train.config import DataSection
 
 IGNORE_INDEX = -100
@@ -107,22 +107,28 @@ def _read_video_pyav(path: str, d: DataSection) -> tuple[np.ndarray, float]:
     return np.stack([frames[min(i, len(frames) - 1)] for i in idx]), len(frames) / fps
 
 
-def read_video(path: str, d: DataSection) -> tuple[np.ndarray, str]:
-    """Frames (T, H, W, 3) uint8 sampled as at inference (lvjax.video.read_video), and the time message."""
+def read_video(path: str, d: DataSection, media: TrainingMedia = TrainingMedia()) -> tuple[np.ndarray, str]:
+    """Frames (T, H, W, 3) uint8 sampled as at inference (lvjax.video.read_video with the family's
+    rule), and the time message."""
     try:
         from lvjax.video import read_video as lv_read
     except ImportError:
         lv_read = None
     if lv_read is not None:
         v = lv_read(path, fps=d.fps, local_num_frames=d.local_num_frames, max_num_frames=d.max_frames,
-                    min_num_frames=d.min_frames, threads=d.decode_threads)
+                    min_num_frames=d.min_frames, threads=d.decode_threads, rule=media.rule, max_fps=media.max_fps)
         return np.asarray(v.frames, np.uint8), str(v.time_msg)
     frames, duration = _read_video_pyav(path, d)
     return frames, time_message(duration, len(frames))
 
 
-def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 → (T, size, size, 3) uint8, PIL bicubic (as UMTImageProcessor)."""
+def resize_frames(frames: np.ndarray, size: int, how: str = "square") -> np.ndarray:
+    """(T, H, W, 3) uint8 → (T, size, size, 3) uint8: PIL bicubic (as UMTImageProcessor), or with
+    how='shortest_edge_crop' shortest edge → size then the centre crop (as CLIPImageProcessor)."""
+    if how == "shortest_edge_crop":
+        from lvjax.video.preprocess import resize_crop
+
+        return resize_crop(frames, size, (size, size))
     try:
         from lvjax.video import resize_frames as lv_resize
 
@@ -213,6 +219,7 @@ class ExampleBuilder:
     pad_id: int = 0
     decode_media: bool = True
     require_media: bool = False
+    media: TrainingMedia = TrainingMedia()
 
     def __post_init__(self):
         self._tok = None
@@ -243,14 +250,14 @@ class ExampleBuilder:
             if not os.path.isfile(media):
                 raise FileNotFoundError(f"{media}: no such file")
             if "video" in record:
-                frames, time_msg = read_video(media, d)
+                frames, time_msg = read_video(media, d, self.media)
             else:
                 from PIL import Image
 
                 with Image.open(media) as im:
                     frame = np.asarray(im.convert("RGB"))
                 frames, time_msg = np.repeat(frame[None], lnf, axis=0), None
-            frames = resize_frames(frames, size) if self.decode_media else frames
+            frames = resize_frames(frames, size, self.media.resize) if self.decode_media else frames
             n = frames.shape[0]
             if n % lnf:
                 raise ValueError(f"{media}: {n} frames is not a multiple of local_num_frames={lnf}")
@@ -266,7 +273,8 @@ class ExampleBuilder:
             n, tb = 0, bucket0
             padded = np.zeros((tb, size, size, 3), np.uint8)
             frame_valid = np.zeros((tb,), bool)
-        segs = chat_segments(record["conversations"], time_msg if n and "video" in record else None, d.system_prompt)
+        with_time = n and "video" in record and self.media.time_message
+        segs = chat_segments(record["conversations"], time_msg if with_time else None, d.system_prompt)
         if n and "video" not in record:  # image: "<image>\n" + question, no time message
             first = record["conversations"][0]
             q = str(first.get("value", "")).replace(IMAGE, "").strip()
@@ -338,7 +346,8 @@ class TrainIterator:
     """Host-local batches of `batch_size` examples; `get_state`/`set_state` resume exactly."""
 
     def __init__(self, data: DataSection, batch_size: int, *, process_index: int = 0, process_count: int = 1,
-                 decode_media: bool = True, pad_id: int | None = None, require_media: bool = False):
+                 decode_media: bool = True, pad_id: int | None = None, require_media: bool = False,
+                 media: TrainingMedia = TrainingMedia()):
         self.data, self.batch_size = data, batch_size
         self.skipped = 0
         self.records = read_jsonl(data.train_jsonl)
@@ -350,7 +359,8 @@ class TrainIterator:
             ds = ds.shuffle(seed=data.seed)
         ds = ds.repeat(data.num_epochs)
         ds = ds[process_index::process_count]
-        it = ds.to_iter_dataset().map(ExampleBuilder(data, data.tokenizer, int(pad_id), decode_media, require_media))
+        it = ds.to_iter_dataset().map(ExampleBuilder(data, data.tokenizer, int(pad_id), decode_media, require_media,
+                                                     media))
         if data.worker_count > 0:
             _absl_flags_parsed()
             it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.worker_count,

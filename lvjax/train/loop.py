@@ -116,7 +116,8 @@ def train(cfg: TrainConfig, *, verbose: bool = True) -> dict:
     n_proc, p_idx = jax.process_count(), jax.process_index()
     if t.global_batch % n_proc:
         raise ConfigError(f"{cfg.source}: train.global_batch={t.global_batch} not divisible by {n_proc} processes")
-    data_it = _make_data(cfg, t.global_batch // n_proc, p_idx, n_proc, _is_video(spec))
+    data_it = _make_data(cfg, t.global_batch // n_proc, p_idx, n_proc, _is_video(spec),
+                         family_by_name(spec.family).training_media(spec.model_cfg))
     if latest is not None:
         _, state_sh = _shardings_only(spec, tx, t.seed, mesh, rules)
         state = ckpt.restore(latest, abstract_state(state_sh, spec, tx, t.seed), data_it)
@@ -235,7 +236,7 @@ def _shardings_only(spec, tx, seed, mesh, rules):
     return None, state_shardings(tx, nn.unbox(boxed), param_sh, mesh)
 
 
-def _make_data(cfg: TrainConfig, per_host: int, p_idx: int, n_proc: int, require_media: bool):
+def _make_data(cfg: TrainConfig, per_host: int, p_idx: int, n_proc: int, require_media: bool, media):
     from lvjax.train.data import TrainIterator
 
     if cfg.data.train_jsonl is None:
@@ -246,7 +247,7 @@ def _make_data(cfg: TrainConfig, per_host: int, p_idx: int, n_proc: int, require
             raise ConfigError(f"{cfg.source}: data.tokenizer is not set (and model.init has no tokenizer)")
         cfg.data.tokenizer = tok
     return TrainIterator(cfg.data, per_host, process_index=p_idx, process_count=n_proc,
-                         require_media=require_media)
+                         require_media=require_media, media=media)
 
 
 def _check_vocab(host: dict, vocab: int, cfg: TrainConfig) -> None:

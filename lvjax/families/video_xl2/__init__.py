@@ -81,8 +81,10 @@ class VideoXL2Family(Family):
     def llm_config(self, cfg: VideoXL2Config) -> LLMConfig:
         return cfg.llm
 
-    def with_dtypes(self, cfg: VideoXL2Config, dtype: str, param_dtype: str) -> VideoXL2Config:
-        return cfg.replace(llm=cfg.llm.replace(dtype=dtype, param_dtype=param_dtype),
+    def with_dtypes(self, cfg: VideoXL2Config, dtype: str, param_dtype: str,
+                    remat_policy: str | None = None) -> VideoXL2Config:
+        llm_cfg = cfg.llm.replace(dtype=dtype, param_dtype=param_dtype, remat_policy=remat_policy or cfg.llm.remat_policy)
+        return cfg.replace(llm=llm_cfg,
                            frontend=cfg.frontend.with_dtypes(dtype, param_dtype))
 
     def describe(self, cfg) -> dict:
