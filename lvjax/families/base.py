@@ -10,6 +10,7 @@ and the tools talk to models only through these methods. The pieces:
     media → tokens     encode(params, cfg, frames: VideoFrames, intermediates=) → Encoded
     prompt + LLM       answer_encoded(model, encoded, question, ...) → (token ids, report)
     training           training_media(cfg) → TrainingMedia (how the data pipeline reads a video),
+                       training_extras (host-side per-example arrays),
                        loss(params, batch, spec), visual_tokens_per_frame
     generation         generation(gen_dict, cfg) → GenerationConfig defaults
 
@@ -76,6 +77,7 @@ class TrainingMedia:
     max_fps: float | None = None
     time_message: bool = True
     resize: str = "square"
+    frame_multiple: int = 1  # pad the sampled frames to a multiple by repeating the last (Video-XL-2's groups)
 
 
 @dataclasses.dataclass
@@ -193,6 +195,13 @@ class Family(abc.ABC):
     def training_media(self, cfg: Any) -> TrainingMedia:
         """How the training data pipeline samples, resizes and prompts a video for this family."""
         return TrainingMedia()
+
+    def training_extras(self, cfg: Any, tokenizer: Any, seconds: np.ndarray, n_frames: int,
+                        bucket: int) -> dict[str, np.ndarray]:
+        """Host-side arrays of one example the family's `loss` needs beyond the shared batch (e.g. the
+        tokenised timestamp prompt of Video-XL-2's groups), of fixed shapes for a frame `bucket`;
+        `seconds` (n_frames,) are the sampled frames' times. Added to the batch under their names."""
+        return {}
 
     @abc.abstractmethod
     def loss(self, params: dict, batch: dict, spec: Any) -> tuple[jax.Array, jax.Array]:

@@ -107,9 +107,9 @@ def _read_video_pyav(path: str, d: DataSection) -> tuple[np.ndarray, float]:
     return np.stack([frames[min(i, len(frames) - 1)] for i in idx]), len(frames) / fps
 
 
-def read_video(path: str, d: DataSection, media: TrainingMedia = TrainingMedia()) -> tuple[np.ndarray, str]:
+def read_video(path: str, d: DataSection, media: TrainingMedia = TrainingMedia()) -> tuple[np.ndarray, str, np.ndarray]:
     """Frames (T, H, W, 3) uint8 sampled as at inference (lvjax.video.read_video with the family's
-    rule), and the time message."""
+    rule), the time message and the frames' seconds (T,)."""
     try:
         from lvjax.video import read_video as lv_read
     except ImportError:
@@ -117,9 +117,9 @@ def read_video(path: str, d: DataSection, media: TrainingMedia = TrainingMedia()
     if lv_read is not None:
         v = lv_read(path, fps=d.fps, local_num_frames=d.local_num_frames, max_num_frames=d.max_frames,
                     min_num_frames=d.min_frames, threads=d.decode_threads, rule=media.rule, max_fps=media.max_fps)
-        return np.asarray(v.frames, np.uint8), str(v.time_msg)
+        return np.asarray(v.frames, np.uint8), str(v.time_msg), np.asarray(v.timestamps, np.float64)
     frames, duration = _read_video_pyav(path, d)
-    return frames, time_message(duration, len(frames))
+    return frames, time_message(duration, len(frames)), np.arange(len(frames)) * duration / len(frames)
 
 
 def resize_frames(frames: np.ndarray, size: int, how: str = "square") -> np.ndarray:
@@ -220,6 +220,8 @@ class ExampleBuilder:
     decode_media: bool = True
     require_media: bool = False
     media: TrainingMedia = TrainingMedia()
+    family: str | None = None  # with model_cfg: the family whose `training_extras` add arrays
+    model_cfg: Any = None
 
     def __post_init__(self):
         self._tok = None
@@ -244,19 +246,23 @@ class ExampleBuilder:
         d = self.data
         size, lnf = d.image_size, d.local_num_frames
         bucket0 = frame_bucket(d.min_frames, d.frame_buckets)
-        time_msg = None
+        time_msg, seconds = None, np.zeros(0)
         if "video" in record or "image" in record:
             media = os.path.join(d.media_root, record.get("video") or record.get("image"))
             if not os.path.isfile(media):
                 raise FileNotFoundError(f"{media}: no such file")
             if "video" in record:
-                frames, time_msg = read_video(media, d, self.media)
+                frames, time_msg, seconds = read_video(media, d, self.media)
+                if len(frames) % self.media.frame_multiple:
+                    pad = -len(frames) % self.media.frame_multiple
+                    frames = np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)])
+                    seconds = np.concatenate([seconds, np.repeat(seconds[-1:], pad)])
             else:
                 from PIL import Image
 
                 with Image.open(media) as im:
                     frame = np.asarray(im.convert("RGB"))
-                frames, time_msg = np.repeat(frame[None], lnf, axis=0), None
+                frames, time_msg, seconds = np.repeat(frame[None], lnf, axis=0), None, np.zeros(lnf)
             frames = resize_frames(frames, size, self.media.resize) if self.decode_media else frames
             n = frames.shape[0]
             if n % lnf:
@@ -285,7 +291,12 @@ class ExampleBuilder:
         if all(l == IGNORE_INDEX for l in labels[1:]):
             raise ValueError(f"no answer tokens within max_seq_len={s}")
         pad = s - len(ids)
-        return {
+        extras = {}
+        if self.family is not None:
+            from lvjax.families import family_by_name
+
+            extras = family_by_name(self.family).training_extras(self.model_cfg, self.tokenizer, seconds[:n], n, tb)
+        return extras | {
             "input_ids": np.asarray(ids + [self.pad_id] * pad, np.int32),
             "labels": np.asarray(labels + [IGNORE_INDEX] * pad, np.int32),
             "valid": np.arange(s) < len(ids),
@@ -347,7 +358,7 @@ class TrainIterator:
 
     def __init__(self, data: DataSection, batch_size: int, *, process_index: int = 0, process_count: int = 1,
                  decode_media: bool = True, pad_id: int | None = None, require_media: bool = False,
-                 media: TrainingMedia = TrainingMedia()):
+                 media: TrainingMedia = TrainingMedia(), family: str | None = None, model_cfg: Any = None):
         self.data, self.batch_size = data, batch_size
         self.skipped = 0
         self.records = read_jsonl(data.train_jsonl)
@@ -360,7 +371,7 @@ class TrainIterator:
         ds = ds.repeat(data.num_epochs)
         ds = ds[process_index::process_count]
         it = ds.to_iter_dataset().map(ExampleBuilder(data, data.tokenizer, int(pad_id), decode_media, require_media,
-                                                     media))
+                                                     media, family, model_cfg))
         if data.worker_count > 0:
             _absl_flags_parsed()
             it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.worker_count,
