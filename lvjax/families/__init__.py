@@ -8,7 +8,7 @@
 """
 
 from lvjax.families import qwen2, video_xl, video_xl2, video_xl_pro, videochat_flash  # noqa: F401  (registers them)
-from lvjax.families.base import Encoded, Family, Sampling
+from lvjax.families.base import Encoded, Family, Sampling, TrainingMedia
 from lvjax.families.registry import family_by_name, family_for, names
 
-__all__ = ["Encoded", "Family", "Sampling", "family_by_name", "family_for", "names"]
+__all__ = ["Encoded", "Family", "Sampling", "TrainingMedia", "family_by_name", "family_for", "names"]

@@ -9,7 +9,9 @@ and the tools talk to models only through these methods. The pieces:
     sampling           sampling(cfg) → Sampling defaults (None for text-only families)
     media → tokens     encode(params, cfg, frames: VideoFrames, intermediates=) → Encoded
     prompt + LLM       answer_encoded(model, encoded, question, ...) → (token ids, report)
-    training           loss(params, batch, spec), visual_tokens_per_frame
+    training           training_media(cfg) → TrainingMedia (how the data pipeline reads a video),
+                       training_extras (host-side per-example arrays),
+                       loss(params, batch, spec), visual_tokens_per_frame
     generation         generation(gen_dict, cfg) → GenerationConfig defaults
 
 Configs are frozen dataclasses (static jit arguments); params are nested dicts whose paths
@@ -57,6 +59,25 @@ class Sampling:
 
     def replace(self, **kw) -> "Sampling":
         return dataclasses.replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingMedia:
+    """How `lvjax train`'s data pipeline (host side) turns one record into the shared batch for a family.
+
+    rule / max_fps: the frame-sampling rule (`lvjax.video.sampling.RULES`) with `data.fps`,
+    `data.max_frames` … ('linspace' gives exactly `data.max_frames` frames). time_message: the
+    first user turn is "<image>\\n{time message} {question}" (qwen_2, VideoChat-Flash) or
+    "<image>\\n{question}" (qwen_1_5, the Video-XL families). resize: 'square' (PIL bicubic to
+    data.image_size²) or 'shortest_edge_crop' (shortest edge → data.image_size, centre crop, as
+    CLIPImageProcessor). Plain data, so it travels to grain worker processes.
+    """
+
+    rule: str = "dynamic_fps1"
+    max_fps: float | None = None
+    time_message: bool = True
+    resize: str = "square"
+    frame_multiple: int = 1  # pad the sampled frames to a multiple by repeating the last (Video-XL-2's groups)
 
 
 @dataclasses.dataclass
@@ -171,9 +192,28 @@ class Family(abc.ABC):
         """Visual tokens the LLM sees per frame before any in-LLM compression (0 for text-only)."""
         return 0.0
 
+    def training_media(self, cfg: Any) -> TrainingMedia:
+        """How the training data pipeline samples, resizes and prompts a video for this family."""
+        return TrainingMedia()
+
+    def training_extras(self, cfg: Any, tokenizer: Any, seconds: np.ndarray, n_frames: int,
+                        bucket: int) -> dict[str, np.ndarray]:
+        """Host-side arrays of one example the family's `loss` needs beyond the shared batch (e.g. the
+        tokenised timestamp prompt of Video-XL-2's groups), of fixed shapes for a frame `bucket`;
+        `seconds` (n_frames,) are the sampled frames' times. Added to the batch under their names."""
+        return {}
+
     @abc.abstractmethod
     def loss(self, params: dict, batch: dict, spec: Any) -> tuple[jax.Array, jax.Array]:
-        """(Σ next-token CE over labelled tokens, number of labelled tokens) of one micro-batch."""
+        """(Σ next-token CE over labelled tokens, number of labelled tokens) of one micro-batch.
+
+        batch: the shared training batch (`lvjax.train.objective`): input_ids / labels / valid
+        (B, S), frames (B, T, H, W, 3) uint8 + frame_valid (B, T) for video families, and `rng`
+        (B, 2) uint32 per-row key data drawn from the train state's key (split every step, saved
+        with checkpoints): the randomness a family's training forward draws (Video-XL's ratio
+        mix, Video-XL-Pro's keep rate) comes from it, so a resumed run draws the same values.
+        The family does its own frame preprocessing (normalisation) inside.
+        """
 
     def generation(self, gen: dict, cfg: Any) -> GenerationConfig:
         """Decoding defaults from a `generation_config.json` dict."""

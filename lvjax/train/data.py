@@ -36,11 +36,12 @@ import grain
 import numpy as np
 
 from lvjax.config import ConfigError
-from lvjax.families.base import IMAGE_TOKEN_INDEX  # noqa: E402  (re-exported)
+from lvjax.families.base import IMAGE_TOKEN_INDEX, TrainingMedia  # noqa: E402  (re-exported)
 from lvjax.prompt import render_chatml, video_user_turn
 from lvjax.train.config import DataSection
 from lvjax.video import read_video as lv_read_video
-from lvjax.video import resize_frames
+from lvjax.video import resize_frames as square_resize
+from lvjax.video.preprocess import resize_crop
 
 IGNORE_INDEX = -100
 IMAGE = "<image>"
@@ -78,11 +79,20 @@ def read_jsonl(path: str) -> list[dict]:
 # ----------------------------------------------------------------------------- frames
 
 
-def read_video(path: str, d: DataSection) -> tuple[np.ndarray, str]:
-    """Frames (T, H, W, 3) uint8 sampled as at inference (`lvjax.video.read_video`), and the time message."""
+def read_video(path: str, d: DataSection, media: TrainingMedia = TrainingMedia()) -> tuple[np.ndarray, str, np.ndarray]:
+    """Frames (T, H, W, 3) uint8 sampled as at inference (`lvjax.video.read_video` with the family's
+    rule), the time message and the frames' seconds (T,)."""
     v = lv_read_video(path, fps=d.fps, local_num_frames=d.local_num_frames, max_num_frames=d.max_frames,
-                      min_num_frames=d.min_frames, threads=d.decode_threads)
-    return np.asarray(v.frames, np.uint8), str(v.time_msg)
+                      min_num_frames=d.min_frames, threads=d.decode_threads, rule=media.rule, max_fps=media.max_fps)
+    return np.asarray(v.frames, np.uint8), str(v.time_msg), np.asarray(v.timestamps, np.float64)
+
+
+def resize_frames(frames: np.ndarray, size: int, how: str = "square") -> np.ndarray:
+    """(T, H, W, 3) uint8 → (T, size, size, 3) uint8: PIL bicubic (as UMTImageProcessor), or with
+    how='shortest_edge_crop' shortest edge → size then the centre crop (as CLIPImageProcessor)."""
+    if how == "shortest_edge_crop":
+        return resize_crop(frames, size, (size, size))
+    return square_resize(frames, size)
 
 
 def frame_bucket(n: int, buckets) -> int:
@@ -151,6 +161,9 @@ class ExampleBuilder:
     pad_id: int = 0
     decode_media: bool = True
     require_media: bool = False
+    media: TrainingMedia = TrainingMedia()
+    family: str | None = None  # with model_cfg: the family whose `training_extras` add arrays
+    model_cfg: Any = None
 
     def __post_init__(self):
         self._tok = None
@@ -175,20 +188,24 @@ class ExampleBuilder:
         d = self.data
         size, lnf = d.image_size, d.local_num_frames
         bucket0 = frame_bucket(d.min_frames, d.frame_buckets)
-        time_msg = None
+        time_msg, seconds = None, np.zeros(0)
         if "video" in record or "image" in record:
             media = os.path.join(d.media_root, record.get("video") or record.get("image"))
             if not os.path.isfile(media):
                 raise FileNotFoundError(f"{media}: no such file")
             if "video" in record:
-                frames, time_msg = read_video(media, d)
+                frames, time_msg, seconds = read_video(media, d, self.media)
+                if len(frames) % self.media.frame_multiple:
+                    pad = -len(frames) % self.media.frame_multiple
+                    frames = np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)])
+                    seconds = np.concatenate([seconds, np.repeat(seconds[-1:], pad)])
             else:
                 from PIL import Image
 
                 with Image.open(media) as im:
                     frame = np.asarray(im.convert("RGB"))
-                frames, time_msg = np.repeat(frame[None], lnf, axis=0), None
-            frames = resize_frames(frames, size) if self.decode_media else frames
+                frames, time_msg, seconds = np.repeat(frame[None], lnf, axis=0), None, np.zeros(lnf)
+            frames = resize_frames(frames, size, self.media.resize) if self.decode_media else frames
             n = frames.shape[0]
             if n % lnf:
                 raise ValueError(f"{media}: {n} frames is not a multiple of local_num_frames={lnf}")
@@ -204,7 +221,8 @@ class ExampleBuilder:
             n, tb = 0, bucket0
             padded = np.zeros((tb, size, size, 3), np.uint8)
             frame_valid = np.zeros((tb,), bool)
-        segs = chat_segments(record["conversations"], time_msg if n and "video" in record else None, d.system_prompt)
+        with_time = n and "video" in record and self.media.time_message
+        segs = chat_segments(record["conversations"], time_msg if with_time else None, d.system_prompt)
         if n and "video" not in record:  # image: "<image>\n" + question, no time message
             first = record["conversations"][0]
             q = str(first.get("value", "")).replace(IMAGE, "").strip()
@@ -215,7 +233,12 @@ class ExampleBuilder:
         if all(l == IGNORE_INDEX for l in labels[1:]):
             raise ValueError(f"no answer tokens within max_seq_len={s}")
         pad = s - len(ids)
-        return {
+        extras = {}
+        if self.family is not None:
+            from lvjax.families import family_by_name
+
+            extras = family_by_name(self.family).training_extras(self.model_cfg, self.tokenizer, seconds[:n], n, tb)
+        return extras | {
             "input_ids": np.asarray(ids + [self.pad_id] * pad, np.int32),
             "labels": np.asarray(labels + [IGNORE_INDEX] * pad, np.int32),
             "valid": np.arange(s) < len(ids),
@@ -276,7 +299,8 @@ class TrainIterator:
     """Host-local batches of `batch_size` examples; `get_state`/`set_state` resume exactly."""
 
     def __init__(self, data: DataSection, batch_size: int, *, process_index: int = 0, process_count: int = 1,
-                 decode_media: bool = True, pad_id: int | None = None, require_media: bool = False):
+                 decode_media: bool = True, pad_id: int | None = None, require_media: bool = False,
+                 media: TrainingMedia = TrainingMedia(), family: str | None = None, model_cfg: Any = None):
         self.data, self.batch_size = data, batch_size
         self.skipped = 0
         self.records = read_jsonl(data.train_jsonl)
@@ -288,7 +312,8 @@ class TrainIterator:
             ds = ds.shuffle(seed=data.seed)
         ds = ds.repeat(data.num_epochs)
         ds = ds[process_index::process_count]
-        it = ds.to_iter_dataset().map(ExampleBuilder(data, data.tokenizer, int(pad_id), decode_media, require_media))
+        it = ds.to_iter_dataset().map(ExampleBuilder(data, data.tokenizer, int(pad_id), decode_media, require_media,
+                                                     media, family, model_cfg))
         if data.worker_count > 0:
             _absl_flags_parsed()
             it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.worker_count,

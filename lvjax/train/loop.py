@@ -116,7 +116,7 @@ def train(cfg: TrainConfig, *, verbose: bool = True) -> dict:
     n_proc, p_idx = jax.process_count(), jax.process_index()
     if t.global_batch % n_proc:
         raise ConfigError(f"{cfg.source}: train.global_batch={t.global_batch} not divisible by {n_proc} processes")
-    data_it = _make_data(cfg, t.global_batch // n_proc, p_idx, n_proc, _is_video(spec))
+    data_it = _make_data(cfg, t.global_batch // n_proc, p_idx, n_proc, spec)
     if latest is not None:
         _, state_sh = _shardings_only(spec, tx, t.seed, mesh, rules)
         state = ckpt.restore(latest, abstract_state(state_sh, spec, tx, t.seed), data_it)
@@ -192,7 +192,8 @@ def train(cfg: TrainConfig, *, verbose: bool = True) -> dict:
                     spec = dataclasses.replace(spec, visual_start=vs)
                 elif vs != spec.visual_start:
                     raise ConfigError(f"{cfg.data.train_jsonl}: <image> at column {vs}, earlier batches had {spec.visual_start}")
-            batch = global_batch({k: host[k] for k in _device_keys(spec)}, mesh, t.global_batch)
+            keys = _device_keys(spec) + (tuple(k for k in host if k not in VIDEO_KEYS) if _is_video(spec) else ())
+            batch = global_batch({k: host[k] for k in keys}, mesh, t.global_batch)
             if step_fn is None:
                 step_fn = jit_train_step(make_train_step(spec, tx, labels, schedule, t.grad_accum, mesh, rules),
                                          state_sh, batch, mesh, rules)
@@ -235,7 +236,7 @@ def _shardings_only(spec, tx, seed, mesh, rules):
     return None, state_shardings(tx, nn.unbox(boxed), param_sh, mesh)
 
 
-def _make_data(cfg: TrainConfig, per_host: int, p_idx: int, n_proc: int, require_media: bool):
+def _make_data(cfg: TrainConfig, per_host: int, p_idx: int, n_proc: int, spec):
     from lvjax.train.data import TrainIterator
 
     if cfg.data.train_jsonl is None:
@@ -245,8 +246,10 @@ def _make_data(cfg: TrainConfig, per_host: int, p_idx: int, n_proc: int, require
         if tok is None:
             raise ConfigError(f"{cfg.source}: data.tokenizer is not set (and model.init has no tokenizer)")
         cfg.data.tokenizer = tok
-    return TrainIterator(cfg.data, per_host, process_index=p_idx, process_count=n_proc,
-                         require_media=require_media)
+    video = _is_video(spec)
+    media = family_by_name(spec.family).training_media(spec.model_cfg) if video else None
+    return TrainIterator(cfg.data, per_host, process_index=p_idx, process_count=n_proc, require_media=video,
+                         **({"media": media, "family": spec.family, "model_cfg": spec.model_cfg} if video else {}))
 
 
 def _check_vocab(host: dict, vocab: int, cfg: TrainConfig) -> None:

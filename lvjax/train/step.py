@@ -4,7 +4,8 @@ State (a plain dict, what orbax saves):
     params     the model's nested param dict, stored in fp32 (master weights)
     opt_state  optax state (AdamW moments only for trainable leaves)
     step       int32 scalar, optimizer steps done
-    rng        uint32 (2,) raw PRNG key data, split every step
+    rng        uint32 (2,) raw PRNG key data, split every step (the second half gives the batch
+               its per-row `rng` keys (G, 2): the randomness of a family's training forward)
 
 One step takes a global batch (G rows, sharded over data × fsdp), splits it into
 `grad_accum` micro-batches of G/grad_accum rows, scans over them summing Σ CE gradients, and
@@ -60,6 +61,10 @@ def make_train_step(spec: objective.ObjectiveSpec, tx: optax.GradientTransformat
 
     def step(state: dict, batch: dict):
         params = state["params"]
+        rng, loss_key = jax.random.split(jax.random.wrap_key_data(state["rng"]))
+        # One key per row (what a family's forward draws from), so the draws follow the rows
+        # whatever the mesh or the accumulation, and resume with the checkpointed key.
+        batch = {**batch, "rng": jax.random.key_data(jax.random.split(loss_key, batch["input_ids"].shape[0]))}
 
         def micro_loss(trainable, mb):
             return objective.loss_fn(_merge(trainable, params, labels), mb, spec)
@@ -90,7 +95,6 @@ def make_train_step(spec: objective.ObjectiveSpec, tx: optax.GradientTransformat
         grad_norm = optax.global_norm(grads)
         updates, opt_state = tx.update(_full_grads(grads, params, labels), state["opt_state"], params)
         new_params = optim.apply_updates(params, updates, labels)
-        rng, _ = jax.random.split(jax.random.wrap_key_data(state["rng"]))
         new_state = {
             "params": new_params,
             "opt_state": opt_state,

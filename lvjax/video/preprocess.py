@@ -39,6 +39,19 @@ def resize_frames(frames: np.ndarray, size: int | tuple[int, int] = 448) -> np.n
     return out
 
 
+def resize_crop(frames: np.ndarray, resize: int, crop: tuple[int, int]) -> np.ndarray:
+    """(T, H, W, 3) uint8 → (T, crop_h, crop_w, 3) uint8 as `CLIPImageProcessor` before rescaling:
+    shortest edge → `resize` (the other int(resize · long / short)), PIL bicubic, then the centre
+    crop at offsets ((h − crop_h) // 2, (w − crop_w) // 2)."""
+    frames = np.asarray(frames)
+    h, w = frames.shape[1:3]
+    size = (resize, int(resize * w / h)) if h <= w else (int(resize * h / w), resize)
+    frames = resize_frames(frames, size)
+    ch, cw = crop
+    top, left = (size[0] - ch) // 2, (size[1] - cw) // 2
+    return frames[:, top:top + ch, left:left + cw]
+
+
 def normalize(frames, mean=IMAGENET_MEAN, std=IMAGENET_STD, xp=np):
     """(…, 3) uint8 → float32 ``(x * (1/255) - mean) / std``.
 

@@ -19,10 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from lvjax.config import ConfigError, LLMConfig
-from lvjax.families.base import Encoded, Family, Sampling
+from lvjax.families.base import Encoded, Family, Sampling, TrainingMedia
 from lvjax.families.registry import register
 from lvjax.families.video_xl import convert
 from lvjax.families.video_xl.config import VideoXLConfig, clip_folder
+from lvjax.families.video_xl.loss import video_ce
 from lvjax.families.video_xl.memory import (
     WindowPlan,
     decode,
@@ -34,8 +35,6 @@ from lvjax.families.video_xl.memory import (
 from lvjax.families.video_xl.prompt import PromptIds, prompt_ids
 from lvjax.families.video_xl.vision import clip_preprocess, encode_pixels, projector
 from lvjax.generate import GenerationConfig, bucket, sample_rng
-from lvjax.losses import token_ce
-from lvjax.models import llm as llm_lib
 from lvjax.models.clip import init_clip
 
 ORIGINAL_RATIO_SEED = 42  # `Memory.rng = np.random.default_rng(42)`, made once per Memory object
@@ -86,8 +85,9 @@ class VideoXLFamily(Family):
     def llm_config(self, cfg: VideoXLConfig) -> LLMConfig:
         return cfg.llm
 
-    def with_dtypes(self, cfg: VideoXLConfig, dtype: str, param_dtype: str) -> VideoXLConfig:
-        return cfg.with_dtypes(dtype, param_dtype)
+    def with_dtypes(self, cfg: VideoXLConfig, dtype: str, param_dtype: str, remat_policy: str | None = None) -> VideoXLConfig:
+        cfg = cfg.with_dtypes(dtype, param_dtype)
+        return cfg.replace(llm=cfg.llm.replace(remat_policy=remat_policy)) if remat_policy else cfg
 
     def describe(self, cfg: VideoXLConfig) -> dict:
         c = cfg.clip
@@ -164,23 +164,12 @@ class VideoXLFamily(Family):
         seen[0, ids.expanded(cfg.placeholder_id, n_visual)] = True
         return seen
 
-    def loss(self, params: dict, batch: dict, spec: Any) -> tuple[jax.Array, jax.Array]:
-        """Σ CE over the answer tokens of one sample, gradients through the window memory (BPTT).
+    def training_media(self, cfg: VideoXLConfig) -> TrainingMedia:
+        return TrainingMedia(rule="linspace", time_message=False, resize="shortest_edge_crop")
 
-        batch: pixels (F, S, S, 3) float (CLIP-preprocessed), prefix_ids (1, S0), text_ids (1, T)
-        (all text after the video, answer included), labels (1, T) (-100 off the answer; the
-        logits at j predict labels[j + 1]), and the window arrays `src`, `vst_rows`, `n_vst` of a
-        `window_plan` drawn on the host (the original fine-tuning draws `step-random` per window
-        from `beacon_ratio`, {2, 4, 8} in finetune_v.sh). spec.model_cfg: the VideoXLConfig.
-        """
-        cfg: VideoXLConfig = spec.model_cfg
-        visual, _ = encode_pixels(params, batch["pixels"], cfg=cfg)
-        mem, _ = prefill_video(params["llm"], batch["prefix_ids"], visual, batch["src"], batch["vst_rows"],
-                               batch["n_vst"], cfg=cfg.llm, beacon=cfg.beacon_param)
-        t = batch["text_ids"].shape[1]
-        hidden, _ = extend_text(params["llm"], mem, batch["text_ids"], jnp.int32(t), cfg=cfg.llm,
-                                beacon=cfg.beacon_param, room=0)
-        return token_ce(llm_lib.head(params["llm"], cfg.llm, hidden), batch["labels"])
+    def loss(self, params: dict, batch: dict, spec: Any) -> tuple[jax.Array, jax.Array]:
+        """Σ CE over the answers with the `step-random` ratio mix, gradients through the memory (loss.py)."""
+        return video_ce(params, batch, spec)
 
 
 FAMILY = register(VideoXLFamily())

@@ -15,7 +15,7 @@ import numpy as np
 from lvjax.families.video_xl.config import Preprocess, VideoXLConfig
 from lvjax.models.clip import clip_apply
 from lvjax.models.projector import Projector
-from lvjax.video.preprocess import normalize, resize_frames
+from lvjax.video.preprocess import normalize, resize_crop
 
 
 def clip_preprocess(frames: np.ndarray, pre: Preprocess) -> np.ndarray:
@@ -24,14 +24,7 @@ def clip_preprocess(frames: np.ndarray, pre: Preprocess) -> np.ndarray:
     Shortest edge → `pre.resize` (the other int(resize · long / short)), PIL bicubic; centre
     crop (offsets (H − h) // 2, (W − w) // 2); ×1/255; (x − mean) / std.
     """
-    frames = np.asarray(frames)
-    h, w = frames.shape[1:3]
-    s = pre.resize
-    size = (s, int(s * w / h)) if h <= w else (int(s * h / w), s)
-    frames = resize_frames(frames, size)
-    ch, cw = pre.crop
-    top, left = (size[0] - ch) // 2, (size[1] - cw) // 2
-    return normalize(frames[:, top:top + ch, left:left + cw], pre.mean, pre.std)
+    return normalize(resize_crop(frames, pre.resize, pre.crop), pre.mean, pre.std)
 
 
 def projector(cfg: VideoXLConfig) -> Projector:

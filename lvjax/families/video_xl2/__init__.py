@@ -20,16 +20,16 @@ import numpy as np
 from lvjax.config import ConfigError, LLMConfig
 from lvjax.convert.llm import llm_rules
 from lvjax.convert.table import LINEAR, Rule
-from lvjax.families.base import Encoded, Family, Sampling
+from lvjax.families.base import Encoded, Family, Sampling, TrainingMedia
 from lvjax.families.registry import register
 from lvjax.families.video_xl2 import modes, runner
 from lvjax.families.video_xl2.config import VideoXL2Config
+from lvjax.families.video_xl2.loss import time_ids, video_ce
 from lvjax.families.video_xl2.spans import visual_spans
 from lvjax.generate import GenerationConfig, sample_rng
-from lvjax.losses import token_ce
 from lvjax.models import dts_frontend as fe
 from lvjax.models import llm
-from lvjax.models.qwen2 import Qwen2, causal_mask, positions_from_valid
+from lvjax.models.qwen2 import Qwen2
 from lvjax.prompt import build_prompt, tokenize_with_image
 from lvjax.video.sampling import rounded_timestamps
 
@@ -81,8 +81,10 @@ class VideoXL2Family(Family):
     def llm_config(self, cfg: VideoXL2Config) -> LLMConfig:
         return cfg.llm
 
-    def with_dtypes(self, cfg: VideoXL2Config, dtype: str, param_dtype: str) -> VideoXL2Config:
-        return cfg.replace(llm=cfg.llm.replace(dtype=dtype, param_dtype=param_dtype),
+    def with_dtypes(self, cfg: VideoXL2Config, dtype: str, param_dtype: str,
+                    remat_policy: str | None = None) -> VideoXL2Config:
+        llm_cfg = cfg.llm.replace(dtype=dtype, param_dtype=param_dtype, remat_policy=remat_policy or cfg.llm.remat_policy)
+        return cfg.replace(llm=llm_cfg,
                            frontend=cfg.frontend.with_dtypes(dtype, param_dtype))
 
     def describe(self, cfg) -> dict:
@@ -150,13 +152,16 @@ class VideoXL2Family(Family):
                   "prefill": mode.prefill, "decode": mode.decode}
         return tokens[:n], report
 
+    def training_media(self, cfg: VideoXL2Config) -> TrainingMedia:
+        return TrainingMedia(rule="fps_max", max_fps=4.0, time_message=False, frame_multiple=4)
+
+    def training_extras(self, cfg: VideoXL2Config, tokenizer, seconds, n_frames: int, bucket: int) -> dict:
+        return {"time_ids": time_ids(tokenizer, seconds, bucket)}
+
     def loss(self, params: dict, batch: dict, spec: Any) -> tuple[jax.Array, jax.Array]:
-        """Σ next-token CE over `labels` (B, S) of a dense causal forward of `inputs_embeds` (B, S, D)
-        (training runs the plain causal LLM; the sparse prefill and bi-level decoding are inference only)."""
-        cfg, valid = spec.model_cfg.llm, batch["valid"]
-        h, _ = llm.run_layers(params["llm"], cfg, batch["inputs_embeds"], causal_mask(valid), positions_from_valid(valid),
-                              0, cfg.num_hidden_layers)
-        return token_ce(llm.head(params["llm"], cfg, h), batch["labels"])
+        """Σ CE over the answers after a dense (or, with model.compression 'chunk_sparse', the w_chunk
+        sparse) prefill of the timestamped groups (loss.py)."""
+        return video_ce(params, batch, spec)
 
 
 FAMILY = register(VideoXL2Family())

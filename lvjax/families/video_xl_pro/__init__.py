@@ -112,8 +112,10 @@ class VideoXLProFamily(Family):
     def llm_config(self, cfg: VideoXLProConfig) -> LLMConfig:
         return cfg.llm
 
-    def with_dtypes(self, cfg: VideoXLProConfig, dtype: str, param_dtype: str) -> VideoXLProConfig:
-        return cfg.with_dtypes(dtype, param_dtype)
+    def with_dtypes(self, cfg: VideoXLProConfig, dtype: str, param_dtype: str,
+                    remat_policy: str | None = None) -> VideoXLProConfig:
+        cfg = cfg.with_dtypes(dtype, param_dtype)
+        return cfg.replace(llm=cfg.llm.replace(remat_policy=remat_policy)) if remat_policy else cfg
 
     def describe(self, cfg: VideoXLProConfig) -> dict:
         return {**super().describe(cfg), "vision": cfg.frontend.describe()}
