@@ -75,6 +75,7 @@ def test_loss_equals_ce_of_recorded_logits_and_grads_reach_the_memory(model):
     assert float(jnp.abs(grads["vision"]["embeddings"]["patch_embedding"]["kernel"]).max()) > 0
 
 
+@pytest.mark.heavy
 def test_loss_with_padded_frames_equals_the_unpadded_loss(model):
     """Two padding frames (frame_valid False) change nothing: their windows get no tokens."""
     ref, cfg, params = model
