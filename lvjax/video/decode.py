@@ -43,6 +43,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from lvjax.errors import (
+    VideoError,  # re-exported: a video cannot be read; the message names it
+)
 from lvjax.video.sampling import FramePlan, plan_frames
 
 __all__ = [
@@ -60,8 +63,6 @@ __all__ = [
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class VideoError(ValueError):
-    """A video (file, folder or array) cannot be read; the message names it."""
 
 
 @dataclasses.dataclass
