@@ -96,4 +96,7 @@ def load(path: str, *, dtype: str | None = None, param_dtype: str | None = None,
     gen_dict = read_json(gen_path) if os.path.isfile(gen_path) else {}
     check_generation(gen_dict, gen_path)
     cfg = family.with_dtypes(cfg, compute, store)
-    return Model(family, cfg, params, family.generation(gen_dict, cfg), source)
+    model = Model(family, cfg, params, family.generation(gen_dict, cfg), source)
+    if model.has_tokenizer_files:
+        model.tokenizer  # parsed now, so a broken tokenizer fails at load, not at the first question
+    return model

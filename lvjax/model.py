@@ -103,12 +103,16 @@ class Model:
                 **({"sampling": dataclasses.asdict(sampling)} if sampling else {})}
 
     @property
+    def has_tokenizer_files(self) -> bool:
+        return any(os.path.isfile(os.path.join(self.source, f)) for f in ("tokenizer.json", "tokenizer_config.json"))
+
+    @property
     def tokenizer(self):
         """The `transformers.AutoTokenizer` of the source folder (loaded on first use)."""
         if self._tokenizer is None:
             from transformers import AutoTokenizer  # heavy; only when text is needed
 
-            if not any(os.path.isfile(os.path.join(self.source, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
+            if not self.has_tokenizer_files:
                 raise ConfigError(f"{self.source}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
             try:
                 tok = AutoTokenizer.from_pretrained(self.source)

@@ -26,7 +26,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
-from lvjax.config import ConfigError, read_json
+from lvjax.config import ConfigError, check_sizes, read_json
 from lvjax.convert.files import check_safetensors_header, save_safetensors
 from lvjax.convert.table import ConversionError, hf_to_lvjax, lvjax_to_hf
 from lvjax.errors import LvjaxError
@@ -51,12 +51,15 @@ def bar_enabled(progress: bool) -> bool:
     return bool(progress) and sys.stderr.isatty()
 
 
-def _inside(folder: str, name: Any) -> bool:
-    """True when `name` is a relative file name that stays inside `folder` (no '..', no absolute path, no link out)."""
-    if not isinstance(name, str) or not name or os.path.isabs(name):
+def _inside(name: Any) -> bool:
+    """True when `name` is a relative file name that stays inside its folder (no '..', not absolute).
+
+    Checked on the name, not the resolved path: Hugging Face cache snapshots are symlinks into blobs/.
+    """
+    if not isinstance(name, str) or not name or os.path.isabs(name) or "\\" in name:
         return False
-    root = os.path.realpath(folder)
-    return os.path.commonpath([root, os.path.realpath(os.path.join(folder, name))]) == root
+    norm = os.path.normpath(name)
+    return norm != os.curdir and norm.split(os.sep)[0] != os.pardir
 
 
 def _weight_files(folder: str) -> list[str]:
@@ -69,7 +72,7 @@ def _weight_files(folder: str) -> list[str]:
         if not isinstance(weight_map, dict) or not weight_map:
             raise ConversionError(f"{index}: no 'weight_map' object")
         for key, name in weight_map.items():
-            if not _inside(folder, name):
+            if not _inside(name):
                 raise ConversionError(f"{index}: weight_map[{key!r}] = {name!r} is not a file inside {folder}")
         files = [os.path.join(folder, f) for f in sorted(set(weight_map.values()))]
         for f in files:
@@ -92,6 +95,7 @@ def read_hf_folder(folder: str, progress: bool = True) -> tuple[dict, dict[str, 
     if not os.path.isdir(folder):
         raise ConfigError(f"{folder}: not a directory (expected a Hugging Face model folder)")
     hf_config = read_json(os.path.join(folder, "config.json"))
+    check_sizes(hf_config, os.path.join(folder, "config.json"))  # before any tensor is read
     tensors: dict[str, np.ndarray] = {}
     files = _weight_files(folder)
     headers = {path: check_safetensors_header(path) for path in files}
