@@ -226,8 +226,9 @@ class Model:
         top_k, repetition_penalty), and the family's own (`family.answer_options`, e.g. compression, qc).
         """
         self.family.check_options({k: v for k, v in options.items() if k not in _SHARED_OPTIONS})
+        check_generation({k: options.get(k) for k in _GENERATION_OPTIONS}, "answer()", UsageError)  # before the video
         self.check_question(question, options.get("history", ()), options.get("allow_special_tokens", False),
-                            options.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)  # before the video is read
+                            options.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
         family_opts = {k: options[k] for k in self.family.answer_options if k in options}
         encoded = self.encode_video(video, fps=fps, max_frames=max_frames, min_frames=min_frames,
                                     duplicate_to_min=duplicate_to_min, start=start, end=end,
@@ -248,8 +249,8 @@ class Model:
         (`CONTROL_TOKENS`, the tokenizer's special tokens) unless `allow_special_tokens=True`.
         """
         self.family.check_options(options)
-        check_generation(dict(max_new_tokens=max_new_tokens, seed=seed, do_sample=do_sample, temperature=temperature,
-                              top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty), "answer()", UsageError)
+        check_generation({"max_new_tokens": max_new_tokens, "seed": seed, "do_sample": do_sample, "temperature": temperature,
+                          "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty}, "answer()", UsageError)
         self.check_question(question, history, allow_special_tokens, max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
         gen = self.generation.replace(max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS, do_sample=do_sample,
                                       temperature=temperature, top_p=top_p, top_k=top_k,
@@ -288,6 +289,7 @@ class Model:
 
 _SHARED_OPTIONS = frozenset({"history", "max_new_tokens", "seed", "do_sample", "temperature", "top_p", "top_k",
                              "repetition_penalty", "allow_special_tokens"})
+_GENERATION_OPTIONS = ("max_new_tokens", "seed", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 _ENCODE_OPTIONS = frozenset({"qc"})  # family options that also shape the encoding
 
 
