@@ -30,7 +30,12 @@ from safetensors.numpy import load_file, save_file
 
 import lvjax
 from lvjax.cli import main as cli
-from lvjax.errors import CheckpointError, ConfigError, LvjaxError, MediaError, UsageError
+from lvjax.errors import (
+    CheckpointError,
+    ConfigError,
+    MediaError,
+    UsageError,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = {  # family → tiny original-format folder (qwen2 is built by transformers)
