@@ -115,7 +115,13 @@ def _chat(args) -> None:
         question = line.strip()
         if not question:
             continue
-        answer, report = model.answer_encoded(encoded, question, history=history if args.multi_turn else (), **opts)
+        try:
+            answer, report = model.answer_encoded(encoded, question, history=history if args.multi_turn else (), **opts)
+        except UsageError as e:
+            if not interactive:
+                raise UsageError(f"<stdin> line {number}: {e}") from None
+            print(f"lvjax chat: error: {e}", file=sys.stderr)  # at a terminal: ask again
+            continue
         if args.multi_turn:
             history.append((question, answer))
         _print(answer, report, args.json)

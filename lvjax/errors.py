@@ -3,8 +3,8 @@
     LvjaxError                 base; `exit_code` is what the CLI exits with (one line on stderr)
     ├── ConfigError            config.json / generation_config.json / train config: a value of the wrong type or range
     ├── CheckpointError        weights: safetensors header, index, keys, shapes, dtypes, checksums, orbax folder
-    │                          (`lvjax.convert.table.ConversionError` is this class)
-    ├── MediaError             a video, image folder, image or frame array (`lvjax.video.VideoError` is this class)
+    │                          (the class `lvjax.convert.table.ConversionError`, its name)
+    ├── MediaError             a video, image folder, image or frame array (the class `lvjax.video.VideoError`)
     └── UsageError             an option or argument value (exit 2, as argparse), a question the model cannot take
 
 All subclass ValueError too, so code written against the older names keeps catching them.
@@ -23,11 +23,11 @@ class ConfigError(LvjaxError):
     """A configuration value is missing, of the wrong type or out of range."""
 
 
-class CheckpointError(LvjaxError):
+class ConversionError(LvjaxError):
     """A checkpoint (safetensors, index, orbax folder, lvjax.json) is malformed or does not fit the model."""
 
 
-class MediaError(LvjaxError):
+class VideoError(LvjaxError):
     """A video (file, folder or array) or an image cannot be read."""
 
 
@@ -37,5 +37,6 @@ class UsageError(LvjaxError):
     exit_code = 2
 
 
-ConversionError = CheckpointError
-VideoError = MediaError
+# The hierarchy's names; the classes keep the names they had (in records and reprs) before it existed.
+CheckpointError = ConversionError
+MediaError = VideoError

@@ -8,7 +8,7 @@ and `hf_to_params` maps the tensors through the family's conversion table.
 Before any tensor is read, every safetensors header is checked (offsets inside the file and
 non-overlapping, byte sizes = shape × dtype, known dtypes) and an index may name only shards
 inside the model folder. Tensors must be finite and floating where the model has floats.
-Outputs are built in a `<out>.tmp-<pid>` sibling and renamed; siblings left by killed runs
+Progress bars show only on a terminal. Outputs are built in a `<out>.tmp-<pid>` sibling and renamed; siblings left by killed runs
 (their pid dead) are removed by the next run writing the same `<out>`.
 """
 
@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import warnings
 from typing import Any, Iterable, Mapping
 
@@ -44,11 +43,6 @@ SIDE_FILES = (
     "chat_template.jinja",
 )
 _PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
-
-
-def bar_enabled(progress: bool) -> bool:
-    """Progress bars only when asked and stderr is a terminal (no \\r lines in logs)."""
-    return bool(progress) and sys.stderr.isatty()
 
 
 def _inside(name: Any) -> bool:
@@ -109,7 +103,7 @@ def read_hf_folder(folder: str, progress: bool = True) -> tuple[dict, dict[str, 
         try:
             with safe_open(path, framework="numpy") as f:
                 for key in tqdm(list(f.keys()), desc=f"reading {os.path.basename(path)}",
-                                disable=not bar_enabled(progress), leave=False):
+                                disable=None if progress else True, leave=False):
                     tensors[key] = f.get_tensor(key)
         except (OSError, ValueError, RuntimeError, SafetensorError) as e:
             raise ConversionError(f"{path}: not a readable safetensors file ({e})") from None
@@ -153,7 +147,7 @@ def hf_to_params(family: Family, cfg: Any, tensors: dict[str, np.ndarray], sourc
     check_layer_counts(rules, tensors, source)
     check_finite(tensors, source)
     total = sum(len(r.hf_keys()) for r in rules)
-    with tqdm(total=total, desc="converting", disable=not bar_enabled(progress), leave=False) as bar:
+    with tqdm(total=total, desc="converting", disable=None if progress else True, leave=False) as bar:
         try:
             params = hf_to_lvjax(tensors, rules, expected=family.abstract_params(cfg), ignore=ignore, progress=bar.update)
         except ConversionError as e:

@@ -263,4 +263,5 @@ def _progress(total: int, initial: int, enabled: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+    # disable=None: off when stderr is not a terminal (no \r lines in logs)
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, disable=None)

@@ -43,8 +43,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lvjax.errors import (
-    VideoError,  # re-exported: a video cannot be read; the message names it
+from lvjax.errors import (  # VideoError re-exported: the message names the video
+    UsageError,
+    VideoError,
 )
 from lvjax.video.sampling import FramePlan, plan_frames
 
@@ -97,7 +98,7 @@ class VideoFrames:
 def _sampling_kwargs(fps, local_num_frames, max_num_frames, min_num_frames, start, end, duplicate_to_min,
                      rule="dynamic_fps1", max_fps=None) -> dict:
     if not (fps > 0):
-        raise ValueError(f"fps (sampled frames per second) must be positive, got {fps!r}")
+        raise UsageError(f"fps (sampled frames per second) must be positive, got {fps!r}")
     return dict(target_fps=fps, local_num_frames=local_num_frames, max_num_frames=max_num_frames,
                 min_num_frames=min_num_frames, start=start, end=end, duplicate_to_min=duplicate_to_min, rule=rule,
                 max_fps=max_fps)
@@ -119,7 +120,7 @@ def _set_threads(stream, threads: int | str) -> None:
     if threads == "auto":
         threads = 1 if _in_worker() else 0
     if not isinstance(threads, int) or threads < 0:
-        raise ValueError(f"threads must be 'auto' or an int >= 0, got {threads!r}")
+        raise UsageError(f"threads must be 'auto' or an int >= 0, got {threads!r}")
     if threads == 1:
         stream.thread_type = "SLICE"
         stream.thread_count = 1
