@@ -621,6 +621,13 @@ def test_train_base_cycle(tmp_path, capsys):
     check_one_line(cli(["train", "--config", str(tmp_path / "e.yaml")]), capsys.readouterr().err, 1, ("UTF-8",))
 
 
+def test_all_frozen_refused_unless_asked(tmp_path, capsys):
+    run = f"train.output_dir={tmp_path / 'run'}"
+    code = cli(["train", "--config", str(TINY), "model.frozen=['*']", run])
+    check_one_line(code, capsys.readouterr().err, 1, ("model.frozen", "allow_all_frozen"))
+    assert not [p for p in (tmp_path / "run").rglob("*") if p.is_file()]  # at most the empty checkpoint folder
+
+
 GOOD = {"conversations": [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hello."}]}
 DATASETS = [
     ("not-utf8", b'{"conversations": []}\n' + b"\xff\xfe\n", ":2", "UTF-8"),
