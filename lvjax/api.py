@@ -10,8 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from lvjax import checkpoint
-from lvjax.config import ConfigError, read_json
-from lvjax.convert.hf import hf_to_params, read_hf_folder, write_hf_folder
+from lvjax.config import ConfigError, check_generation, read_json
+from lvjax.convert.hf import (
+    check_new_dir,
+    config_from_hf,
+    hf_to_params,
+    read_hf_folder,
+    write_hf_folder,
+)
 from lvjax.families import family_for
 from lvjax.model import Model
 
@@ -29,7 +35,7 @@ def _read_hf(path: str, progress: bool):
     hf_config, tensors = read_hf_folder(path, progress=progress)
     source = os.path.join(path, "config.json")
     family = family_for(hf_config, tensors.keys(), source)
-    cfg = family.config_from_hf(hf_config, source)
+    cfg = config_from_hf(family, hf_config, source)
     params, stored_tied = hf_to_params(family, cfg, tensors, path, progress=progress)
     return family, cfg, params, hf_config, stored_tied
 
@@ -45,6 +51,7 @@ def read_any(path: str, progress: bool = False):
 def convert_hf(src: str, out: str, progress: bool = True) -> str:
     """Hugging Face folder → lvjax checkpoint directory. Returns a one-line summary."""
     t0 = time.time()
+    check_new_dir(out)  # before any weight is read
     family, _, params, hf_config, stored_tied = _read_hf(src, progress)
     checkpoint.save_checkpoint(out, family, hf_config, params, stored_tied, src)
     return f"converted {family.name}: {_count(params):,} parameters, dtype {_dtypes(params)}, {time.time() - t0:.1f} s → {out}"
@@ -57,6 +64,7 @@ def export_hf(ckpt: str, out: str) -> str:
         raise ConfigError(f"{ckpt}: no such checkpoint directory")
     if not checkpoint.is_lvjax_checkpoint(ckpt):
         raise ConfigError(f"{ckpt}: not an lvjax checkpoint (no {checkpoint.META})")
+    check_new_dir(out)  # before any weight is read
     family, cfg, params, meta = checkpoint.load_checkpoint(ckpt)
     write_hf_folder(out, meta["hf_config"], params, family, cfg, meta["stored_tied_lm_head"], ckpt)
     return f"exported {family.name}: {_count(params):,} parameters, dtype {_dtypes(params)}, {time.time() - t0:.1f} s → {out}"
@@ -86,5 +94,9 @@ def load(path: str, *, dtype: str | None = None, param_dtype: str | None = None,
     params = jax.tree.map(lambda a: jnp.asarray(a, dtype=store), params)
     gen_path = os.path.join(source, "generation_config.json")
     gen_dict = read_json(gen_path) if os.path.isfile(gen_path) else {}
+    check_generation(gen_dict, gen_path)
     cfg = family.with_dtypes(cfg, compute, store)
-    return Model(family, cfg, params, family.generation(gen_dict, cfg), source)
+    model = Model(family, cfg, params, family.generation(gen_dict, cfg), source)
+    if model.has_tokenizer_files:
+        model.tokenizer  # parsed now, so a broken tokenizer fails at load, not at the first question
+    return model

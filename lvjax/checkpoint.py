@@ -1,13 +1,15 @@
 """lvjax's own checkpoint folder: orbax params + `lvjax.json` (family, HF config) + side files.
 
 Layout of a checkpoint directory:
-    lvjax.json   {"format": "lvjax", "version": 1, "family", "hf_config", "stored_tied_lm_head"}
+    lvjax.json   {"format": "lvjax", "version": 1, "family", "hf_config", "stored_tied_lm_head",
+                  "sha256": {param path: sha256 of its bytes}}  (checked on every load and export)
     params/      orbax PyTree checkpoint of the nested params dict (stored dtype kept)
     tokenizer.json, generation_config.json, ...   copied from the source folder
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
@@ -17,8 +19,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from lvjax.config import ConfigError, read_json
-from lvjax.convert.hf import atomic_dir, copy_side_files
+from lvjax.convert.hf import atomic_dir, config_from_hf, copy_side_files
 from lvjax.convert.table import flatten_paths
+from lvjax.errors import CheckpointError
 from lvjax.families import Family, family_by_name
 
 META = "lvjax.json"
@@ -34,39 +37,72 @@ def save_checkpoint(out: str, family: Family, hf_config: dict, params, stored_ti
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(os.path.join(tmp, "params"), params)
         meta = {"format": "lvjax", "version": 1, "family": family.name, "hf_config": hf_config,
-                "stored_tied_lm_head": stored_tied}
+                "stored_tied_lm_head": stored_tied, "sha256": checksums(params)}
         with open(os.path.join(tmp, META), "w") as f:
             json.dump(meta, f, indent=2)
         copy_side_files(side_dir, tmp, family.side_folders(hf_config))
 
 
+def checksums(params) -> dict[str, str]:
+    """{param path: sha256 hex digest of its C-order bytes}."""
+    return {key: hashlib.sha256(np.ascontiguousarray(a).reshape(-1).view(np.uint8)).hexdigest()
+            for key, a in sorted(flatten_paths(jax.tree.map(np.asarray, params)).items())}
+
+
 def load_checkpoint(path: str) -> tuple[Family, Any, dict, dict]:
-    """(family, config, params as numpy arrays, metadata) of an lvjax checkpoint."""
-    meta = read_json(os.path.join(path, META))
+    """(family, config, params as numpy arrays, metadata) of an lvjax checkpoint.
+
+    CheckpointError (naming the file and the key) for a malformed lvjax.json, a damaged or
+    half-written orbax folder, a parameter of the wrong shape, or bytes that differ from the
+    checksums recorded at convert time.
+    """
+    meta_path = os.path.join(path, META)
+    meta = read_json(meta_path)
     if meta.get("format") != "lvjax":
-        raise ConfigError(f"{os.path.join(path, META)}: not an lvjax checkpoint")
+        raise CheckpointError(f"{meta_path}: not an lvjax checkpoint (format={meta.get('format')!r})")
+    for key, kind in (("hf_config", dict), ("stored_tied_lm_head", bool), ("sha256", (dict, type(None)))):
+        if not isinstance(meta.get(key), kind):
+            raise CheckpointError(f"{meta_path}: {key}={meta.get(key)!r} is malformed")
     try:
         family = family_by_name(meta["family"])
     except (ConfigError, KeyError, TypeError):
-        raise ConfigError(f"{os.path.join(path, META)}: unknown family {meta.get('family')!r}") from None
-    cfg = family.config_from_hf(meta["hf_config"], os.path.join(path, META))
+        raise CheckpointError(f"{meta_path}: unknown family {meta.get('family')!r}") from None
+    cfg = config_from_hf(family, meta["hf_config"], meta_path)
+    expected = family.abstract_params(cfg)
     params_dir = os.path.abspath(os.path.join(path, "params"))
     if not os.path.isdir(params_dir):
-        raise ConfigError(f"{params_dir}: missing (incomplete lvjax checkpoint)")
-    with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore(params_dir)
-    params = jax.tree.map(np.asarray, params)
-    check_tree(family.abstract_params(cfg), params, params_dir)
+        raise CheckpointError(f"{params_dir}: missing (incomplete lvjax checkpoint)")
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore(params_dir)
+        params = jax.tree.map(np.asarray, params)
+    except Exception as e:  # orbax/tensorstore raise many types for a damaged folder  # noqa: BLE001
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{params_dir}: damaged or half-written orbax checkpoint ({reason})") from None
+    if not isinstance(params, dict):
+        raise CheckpointError(f"{params_dir}: damaged orbax checkpoint (no parameter tree)")
+    check_tree(expected, params, params_dir)
+    if meta.get("sha256") is not None:
+        check_checksums(params, meta["sha256"], params_dir)
     return family, cfg, params, meta
 
 
+def check_checksums(params, recorded: dict, source: str) -> None:
+    """CheckpointError naming the first parameter whose bytes differ from the sha256 recorded at convert time."""
+    got = checksums(params)
+    for key in sorted(set(got) | set(recorded)):
+        if got.get(key) != recorded.get(key):
+            raise CheckpointError(f"{source}: parameter {key!r} does not match its sha256 recorded in {META} "
+                                  "(the checkpoint is damaged; convert it again)")
+
+
 def check_tree(expected, params, source: str) -> None:
-    """Raise ConfigError naming the first parameter whose presence or shape differs."""
+    """Raise CheckpointError naming the first parameter whose presence, shape or dtype class differs."""
     want, got = flatten_paths(expected), flatten_paths(params)
     for key in sorted(set(want) | set(got)):
         if key not in got:
-            raise ConfigError(f"{source}: parameter {key!r} is missing")
+            raise CheckpointError(f"{source}: parameter {key!r} is missing")
         if key not in want:
-            raise ConfigError(f"{source}: unexpected parameter {key!r}")
+            raise CheckpointError(f"{source}: unexpected parameter {key!r}")
         if tuple(want[key].shape) != tuple(np.shape(got[key])):
-            raise ConfigError(f"{source}: parameter {key!r} has shape {np.shape(got[key])}, expected {want[key].shape}")
+            raise CheckpointError(f"{source}: parameter {key!r} has shape {np.shape(got[key])}, expected {want[key].shape}")

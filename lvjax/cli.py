@@ -7,27 +7,34 @@
     lvjax answer / chat / train                see `lvjax <command> --help`
 
 Mistakes a user can make (bad path, bad config, bad checkpoint or video) print one line to
-stderr and exit with status 1; bad usage exits with 2 (argparse).
+stderr and exit with status 1; bad usage (an option's value, a question) exits with 2 (as
+argparse); Ctrl-C or SIGTERM remove any partial output and exit with 130 / 143.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 
+from lvjax.cli_args import EXIT_CODES, positive_int
 from lvjax.config import ConfigError
-from lvjax.convert.table import ConversionError
+from lvjax.errors import LvjaxError
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [ConfigError, ConversionError, FileNotFoundError]
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """SIGTERM raises SystemExit(143) in the main thread, so temporary outputs are removed as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        from lvjax.video import VideoError
-
-        errors.append(VideoError)
-    except ImportError:  # video front end not installed
-        pass
-    return tuple(errors)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _convert(args) -> None:
@@ -49,9 +56,9 @@ def _generate(args) -> None:
     if not hasattr(model, "tokenizer") or not hasattr(model, "generate"):
         raise ConfigError(f"{args.model}: not a text-only language model (use `lvjax answer` for video models)")
     tok = model.tokenizer
-    ids = tok(args.prompt)["input_ids"]
-    if not ids:
-        raise ConfigError("--prompt is empty")
+    from lvjax.model import check_text
+
+    ids = tok(check_text(args.prompt, "--prompt", ()))["input_ids"]
     out = model.generate([ids], max_new_tokens=args.max_new_tokens, seed=args.seed)[0]
     eos = set(model.generation.eos_token_ids)
     text_ids = [int(t) for t in out]
@@ -78,28 +85,39 @@ def _info(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lvjax", description="Long-video VLMs in JAX: convert, export, answer, train.")
+    from lvjax import __version__
+
+    parser = argparse.ArgumentParser(prog="lvjax", description="Long-video VLMs in JAX: convert, export, answer, train.",
+                                     epilog=EXIT_CODES)
+    parser.add_argument("--version", action="version", version=f"lvjax {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("convert", help="Hugging Face safetensors folder → lvjax checkpoint")
+    def add(name: str, help: str, description: str | None = None):
+        return sub.add_parser(name, help=help, description=description or help[0].upper() + help[1:] + ".",
+                              epilog=EXIT_CODES, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    p = add("convert", "Hugging Face safetensors folder → lvjax checkpoint",
+            "Convert a Hugging Face safetensors folder (original format) into an lvjax checkpoint: orbax params, "
+            "lvjax.json with a sha256 per tensor, tokenizer files. Pickle checkpoints are refused.")
     p.add_argument("--from-hf", required=True, metavar="DIR", help="folder with config.json and model.safetensors")
     p.add_argument("--out", required=True, metavar="CKPT", help="new checkpoint directory (must not exist)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (they show only on a terminal anyway)")
     p.set_defaults(func=_convert)
 
-    p = sub.add_parser("export", help="lvjax checkpoint → Hugging Face folder")
-    p.add_argument("--ckpt", required=True, metavar="CKPT")
+    p = add("export", "lvjax checkpoint → Hugging Face folder",
+            "Export an lvjax checkpoint (checksums verified) to a folder the original PyTorch code loads.")
+    p.add_argument("--ckpt", required=True, metavar="CKPT", help="lvjax checkpoint directory")
     p.add_argument("--out", required=True, metavar="DIR", help="new folder (must not exist)")
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("generate", help="continue a text prompt with a Qwen2 language model")
+    p = add("generate", "continue a text prompt with a Qwen2 language model")
     p.add_argument("--model", required=True, metavar="PATH", help="HF folder or lvjax checkpoint")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompt", required=True, help="text to continue (UTF-8)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=32, help="number of new tokens")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.set_defaults(func=_generate)
 
-    p = sub.add_parser("info", help="family, parameter count, dtype, sizes and default sampling of a model")
+    p = add("info", "family, parameter count, dtype, sizes and default sampling of a model")
     p.add_argument("--model", required=True, metavar="PATH", help="HF folder (original format) or lvjax checkpoint")
     p.add_argument("--json", action="store_true", help="one JSON object (keys: family, parameters, dtype, llm, ...)")
     p.set_defaults(func=_info)
@@ -127,14 +145,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
-    except _user_errors() as e:
-        print(f"lvjax {args.command}: error: {e}", file=sys.stderr)
+        with _sigterm_as_exit():
+            args.func(args)
+    except LvjaxError as e:
+        print(f"lvjax {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return e.exit_code
+    except FileNotFoundError as e:
+        print(f"lvjax {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from lvjax.cli_args import EXIT_CODES, positive_float, positive_int
 from lvjax.config import ConfigError
 
 EVAL_HELP = """Evaluate a video model on a benchmark in its own annotation format.
@@ -68,32 +69,33 @@ def register(sub) -> None:
     from lvjax.eval.tasks import PROTOCOLS, TASKS
 
     p = sub.add_parser("eval", help="evaluate on a benchmark (MLVU, Video-MME, LVBench, ...)", description=EVAL_HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", required=True, choices=list(TASKS))
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
+    p.add_argument("--task", required=True, choices=list(TASKS), help="benchmark: " + ", ".join(TASKS))
     p.add_argument("--annotations", required=True, metavar="FILE", help="annotation file or folder, as the benchmark ships it")
     p.add_argument("--out", required=True, metavar="RESULTS.jsonl", help="results file (appended; resumes)")
     p.add_argument("--model", metavar="DIR", help="HF folder or lvjax checkpoint")
     p.add_argument("--videos", metavar="DIR", help="folder the annotations' video names are relative to")
     p.add_argument("--rescore", metavar="RESULTS.jsonl", help="re-parse this results file's outputs (no model)")
     p.add_argument("--protocol", choices=PROTOCOLS, help="prompts and parsers of which original (default: the model's family)")
-    p.add_argument("--limit", type=int, help="only the first N items")
-    p.add_argument("--max-frames", type=int, help="frame cap (the floor becomes min(64, N))")
-    p.add_argument("--min-frames", type=int, help="frame floor")
-    p.add_argument("--fps", type=float, help="sampling rate in frames/s")
+    p.add_argument("--limit", type=positive_int, help="only the first N items (default: all)")
+    p.add_argument("--max-frames", type=positive_int, help="frame cap (default: the protocol's; the floor becomes min(64, N))")
+    p.add_argument("--min-frames", type=positive_int, help="frame floor (default: the protocol's)")
+    p.add_argument("--fps", type=positive_float, help="sampling rate in frames/s (default: the protocol's)")
     p.add_argument("--compression", help="in-LLM compression plan (default: from config)")
-    p.add_argument("--max-new-tokens", type=int, help="answer length cap (default: the original's, 16 or 32)")
+    p.add_argument("--max-new-tokens", type=positive_int, help="answer length cap (default: the original's, 16 or 32)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     p.add_argument("--compilation-cache", metavar="DIR", nargs="?", const="", help="reuse compiled XLA programs across runs")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("make-benchmark", help="write a tiny synthetic benchmark (or NIAH) in a task's format",
                        description="Render a small benchmark with PyAV in a task's own annotation format; "
-                                   "`niah` writes a needle-in-a-haystack set (OUT/annotations.json, OUT/videos/).")
-    p.add_argument("task", choices=[t for t in TASKS])
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--n", type=int, default=20, help="number of items (default 20)")
-    p.add_argument("--seed", type=int, default=0)
+                                   "`niah` writes a needle-in-a-haystack set (OUT/annotations.json, OUT/videos/).",
+                       epilog=EXIT_CODES)
+    p.add_argument("task", choices=[t for t in TASKS], help="the task whose format to write")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--n", type=positive_int, default=20, help="number of items (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--haystack", metavar="FILE", help="niah: use this video's frames as the haystack")
-    p.add_argument("--frames", type=int, default=64, help="niah: rendered haystack length in frames (default 64)")
+    p.add_argument("--frames", type=positive_int, default=64, help="niah: rendered haystack length in frames (default 64)")
     p.add_argument("--with-broken", action="store_true", help="leave one video missing and one truncated (tests)")
     p.set_defaults(func=_make)

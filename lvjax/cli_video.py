@@ -6,24 +6,33 @@ import argparse
 import json
 import sys
 
+from lvjax.cli_args import EXIT_CODES, nonnegative_int, positive_float, positive_int
 from lvjax.config import ConfigError
+from lvjax.errors import UsageError
 
 
 def _add_video_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="PATH", help="video model: HF folder (original format) or lvjax checkpoint")
-    p.add_argument("--video", required=True, metavar="FILE", help="video file, folder of frames")
-    p.add_argument("--max-frames", type=int, default=None, help="frame cap (default: model default, 512)")
-    p.add_argument("--min-frames", type=int, default=None, help="frame floor (default: 64)")
-    p.add_argument("--fps", type=float, default=None, help="sampling rate in frames/s (default: 1)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="answer length cap (default 512)")
+    p.add_argument("--video", required=True, metavar="FILE", help="video file, folder of frames, or an image")
+    p.add_argument("--max-frames", type=positive_int, default=None,
+                   help="most frames sampled (default: the family's, e.g. 512 for VideoChat-Flash; see `lvjax info`)")
+    p.add_argument("--min-frames", type=positive_int, default=None,
+                   help="fewest frames sampled (default: the family's, at most --max-frames); must be <= --max-frames")
+    p.add_argument("--fps", type=positive_float, default=None,
+                   help="sampling rate in frames/s (default: the family's, 1 frame/s; linspace families ignore it)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=None, help="answer length cap (default 512)")
     p.add_argument("--compression", default=None,
                    help="in-LLM compression plan: none, xcomp_cosine, uniform0_attention, ... (default: from config)")
-    p.add_argument("--select-frames", type=int, default=0, metavar="K",
-                   help="QC-Comp: keep the K frames most relevant to the question (videos of >= 1024 frames; 0 = off)")
-    p.add_argument("--qc-repeat", type=int, default=2, help="QC-Comp shifted repeats of the chunk grid (default 2)")
+    p.add_argument("--select-frames", type=nonnegative_int, default=0, metavar="K",
+                   help="QC-Comp: keep the K frames most relevant to the question (videos of >= 1024 frames; "
+                   "default 0 = off)")
+    p.add_argument("--qc-repeat", type=positive_int, default=2, help="QC-Comp shifted repeats of the chunk grid (default 2)")
+    p.add_argument("--allow-special-tokens", action="store_true",
+                   help="let the question hold chat control tokens (<|im_start|>, <|im_end|>, <image>); "
+                   "default: refused")
     p.add_argument("--duplicate-to-min", action="store_true",
                    help="repeat short samples up to --min-frames (as XComp's evaluation does)")
-    p.add_argument("--compression-ratio", type=int, default=None, metavar="R",
+    p.add_argument("--compression-ratio", type=positive_int, default=None, metavar="R",
                    help="Video-XL: visual summarization ratio (default: beacon_ratio of config.json)")
     p.add_argument("--prefill", choices=("dense", "chunk_sparse"), default=None,
                    help="Video-XL-2 prefill (default chunk_sparse, as its evaluation)")
@@ -31,9 +40,11 @@ def _add_video_options(p: argparse.ArgumentParser) -> None:
                    help="Video-XL-2 decoding (default dense; bilevel needs selected_unit_indices)")
     p.add_argument("--keep-rate", type=float, default=None, metavar="U",
                    help="Video-XL-Pro selector keep rate (default: drawn as the original, 0.7-0.99)")
-    p.add_argument("--sample", action="store_true", help="sample with generation_config.json instead of greedy")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print a JSON object with the answer and the report")
+    p.add_argument("--sample", action="store_true",
+                   help="sample with generation_config.json's temperature/top-p/top-k (default: greedy)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print a JSON object with the answer and the report "
+                   "(default: the answer on stdout, the report on stderr)")
     p.add_argument("--compilation-cache", metavar="DIR", nargs="?", const="",
                    help="reuse compiled XLA programs across runs (default dir ~/.cache/lvjax/xla)")
 
@@ -43,7 +54,7 @@ def _options(args) -> dict:
                 max_new_tokens=args.max_new_tokens, compression=args.compression, seed=args.seed,
                 do_sample=args.sample, duplicate_to_min=args.duplicate_to_min or None,
                 compression_ratio=args.compression_ratio, prefill=args.prefill, decode=args.decode,
-                keep_rate=args.keep_rate)
+                keep_rate=args.keep_rate, allow_special_tokens=args.allow_special_tokens or None)
     if args.select_frames:
         from lvjax.families.videochat_flash.selection import QCCompConfig
 
@@ -68,8 +79,11 @@ def _load(args):
 
 
 def _answer(args) -> None:
-    if not args.question.strip():
-        raise ConfigError("--question is empty")
+    from lvjax.model import check_text
+
+    check_text(args.question, "--question", allow_special_tokens=args.allow_special_tokens)  # before the model loads
+    if args.min_frames and args.max_frames and args.min_frames > args.max_frames:
+        raise UsageError(f"--min-frames={args.min_frames} is more than --max-frames={args.max_frames}")
     model = _load(args)
     question = args.question
     if args.options:
@@ -87,16 +101,27 @@ def _chat(args) -> None:
     encoded = model.encode_video(args.video, progress=sys.stderr.isatty(), **sampling)
     interactive = sys.stdin.isatty()
     history: list[tuple[str, str]] = []
+    number = 0
     while True:
         if interactive:
             print("? ", end="", file=sys.stderr, flush=True)
-        line = sys.stdin.readline()
+        number += 1
+        try:
+            line = sys.stdin.readline()
+        except UnicodeDecodeError as e:
+            raise UsageError(f"<stdin>: line {number} is not UTF-8 text (byte {e.start})") from None
         if not line:
             break
         question = line.strip()
         if not question:
             continue
-        answer, report = model.answer_encoded(encoded, question, history=history if args.multi_turn else (), **opts)
+        try:
+            answer, report = model.answer_encoded(encoded, question, history=history if args.multi_turn else (), **opts)
+        except UsageError as e:
+            if not interactive:
+                raise UsageError(f"<stdin> line {number}: {e}") from None
+            print(f"lvjax chat: error: {e}", file=sys.stderr)  # at a terminal: ask again
+            continue
         if args.multi_turn:
             history.append((question, answer))
         _print(answer, report, args.json)
@@ -109,13 +134,16 @@ def _video_model(model, path: str):
 
 
 def register(sub) -> None:
-    p = sub.add_parser("answer", help="answer one question about a video")
+    p = sub.add_parser("answer", help="answer one question about a video",
+                       description="Answer one question about a video, a folder of frames or an image.", epilog=EXIT_CODES)
     _add_video_options(p)
-    p.add_argument("--question", required=True)
+    p.add_argument("--question", required=True, help="the question (UTF-8 text)")
     p.add_argument("--options", nargs="+", metavar="OPTION", help="multiple-choice options (formatted A. B. ...)")
     p.set_defaults(func=_answer)
 
-    p = sub.add_parser("chat", help="several questions (one per stdin line) about one video, encoded once")
+    p = sub.add_parser("chat", help="several questions (one per stdin line) about one video, encoded once",
+                       description="Ask several questions, one per stdin line (UTF-8), about one video encoded once.",
+                       epilog=EXIT_CODES)
     _add_video_options(p)
     p.add_argument("--multi-turn", action="store_true", help="keep earlier questions and answers in the prompt")
     p.set_defaults(func=_chat)

@@ -25,7 +25,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from lvjax.config import ConfigError
+from lvjax.config import ConfigError, _is_int, _is_number, check_generation
+from lvjax.errors import UsageError
 from lvjax.families.base import Encoded, Family
 from lvjax.generate import (
     GenerationConfig,
@@ -46,6 +47,42 @@ from lvjax.video import (
 )
 
 DEFAULT_MAX_NEW_TOKENS = 512
+# Text a question may not hold unless `allow_special_tokens=True`: it would forge chat turns or the video slot.
+CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<image>")
+
+
+def check_text(text: Any, what: str, special: Sequence[str] = CONTROL_TOKENS, allow_special_tokens: bool = False) -> str:
+    """`text` if it is a non-empty UTF-8 str without chat control tokens (unless allowed); UsageError naming `what`."""
+    if not isinstance(text, str):
+        raise UsageError(f"{what} must be a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UsageError(f"{what} is not valid UTF-8 (undecodable byte at character {e.start})") from None
+    if not text.strip():
+        raise UsageError(f"{what} is empty")
+    if not allow_special_tokens:
+        found = next((t for t in special if t and t in text), None)
+        if found is not None:
+            raise UsageError(f"{what} contains the control token {found!r} (pass allow_special_tokens=True / "
+                             "--allow-special-tokens to send it as is)")
+    return text
+
+
+def check_sampling_options(fps=None, max_frames=None, min_frames=None, start=None, end=None) -> None:
+    """UsageError naming the option when a frame-sampling option is of the wrong type or range (None = default)."""
+    if fps is not None and not (_is_number(fps) and fps > 0):
+        raise UsageError(f"fps={fps!r} must be a positive number of frames per second")
+    for name, value in (("max_frames", max_frames), ("min_frames", min_frames)):
+        if value is not None and not (_is_int(value) and value >= 1):
+            raise UsageError(f"{name}={value!r} must be an integer >= 1")
+    if max_frames is not None and min_frames is not None and min_frames > max_frames:
+        raise UsageError(f"min_frames={min_frames} is more than max_frames={max_frames}")
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and not (_is_number(value) and value >= 0):
+            raise UsageError(f"{name}={value!r} must be a time in seconds >= 0")
+    if start is not None and end is not None and end <= start:
+        raise UsageError(f"end={end} must be after start={start}")
 
 
 class Model:
@@ -67,22 +104,51 @@ class Model:
                 **({"sampling": dataclasses.asdict(sampling)} if sampling else {})}
 
     @property
+    def has_tokenizer_files(self) -> bool:
+        return any(os.path.isfile(os.path.join(self.source, f)) for f in ("tokenizer.json", "tokenizer_config.json"))
+
+    @property
     def tokenizer(self):
         """The `transformers.AutoTokenizer` of the source folder (loaded on first use)."""
         if self._tokenizer is None:
             from transformers import AutoTokenizer  # heavy; only when text is needed
 
-            if not any(os.path.isfile(os.path.join(self.source, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
+            if not self.has_tokenizer_files:
                 raise ConfigError(f"{self.source}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
-            self._tokenizer = AutoTokenizer.from_pretrained(self.source)
+            try:
+                tok = AutoTokenizer.from_pretrained(self.source)
+            except Exception as e:  # transformers/tokenizers raise many types for a bad file  # noqa: BLE001
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                raise ConfigError(f"{self.source}: the tokenizer files cannot be loaded ({reason})") from None
+            if self.family.sampling(self.config) is not None:  # a chat model: the template's tokens must exist
+                for token in CONTROL_TOKENS[:2]:
+                    ids = tok.convert_tokens_to_ids(token)
+                    if not _is_int(ids) or ids == tok.unk_token_id or list(tok(token, add_special_tokens=False).input_ids) != [ids]:
+                        raise ConfigError(f"{self.source}: the tokenizer does not encode the chat template's {token!r} "
+                                          "as one token (tokenizer.json / added_tokens)")
+            self._tokenizer = tok
         return self._tokenizer
+
+    def check_ids(self, ids: np.ndarray, max_new_tokens: int = 0) -> None:
+        """UsageError unless token ids lie in [0, vocab_size) and prompt + new tokens fit max_position_embeddings."""
+        cfg = self._llm_cfg
+        if ids.size and (ids.min() < 0 or ids.max() >= cfg.vocab_size):
+            raise UsageError(f"token ids must lie in [0, {cfg.vocab_size}), got {int(ids.min())}..{int(ids.max())}")
+        self._check_context(ids.shape[-1], max_new_tokens)
+
+    def _check_context(self, n_prompt: int, max_new_tokens: int) -> None:
+        limit = self._llm_cfg.max_position_embeddings
+        if n_prompt + max_new_tokens > limit:
+            raise UsageError(f"the prompt ({n_prompt} tokens) + max_new_tokens={max_new_tokens} exceed the model's "
+                             f"context, max_position_embeddings={limit}")
 
     def logits(self, input_ids, attention_mask=None) -> np.ndarray:
         """input_ids (B, T) → fp32 logits (B, T, V) of the language model; padding (mask 0) on either side."""
         ids = np.asarray(input_ids, np.int32)
         mask = np.ones_like(ids, bool) if attention_mask is None else np.asarray(attention_mask, bool)
         if ids.ndim != 2 or mask.shape != ids.shape:
-            raise ValueError(f"input_ids must be (B, T) and attention_mask the same shape; got {ids.shape}, {mask.shape}")
+            raise UsageError(f"input_ids must be (B, T) and attention_mask the same shape; got {ids.shape}, {mask.shape}")
+        self.check_ids(ids)
         return np.asarray(_logits(self._llm_params, jnp.asarray(ids), jnp.asarray(mask), cfg=self._llm_cfg))
 
     def generate(self, input_ids, attention_mask=None, *, max_new_tokens: int | None = None, seed: int | None = None,
@@ -92,10 +158,14 @@ class Model:
         options: do_sample, temperature, top_p, top_k, repetition_penalty, eos_token_ids, pad_token_id
         (defaults from generation_config.json, greedy unless it says otherwise).
         """
+        check_generation({"max_new_tokens": max_new_tokens, "seed": seed, **options}, "generate()", UsageError)
         gen = self.generation.replace(max_new_tokens=max_new_tokens, **options)
         ids = np.asarray(input_ids, np.int32)
         if ids.ndim == 1:
             ids = ids[None]
+        if ids.ndim != 2 or ids.shape[1] == 0:
+            raise UsageError(f"input_ids must be a non-empty (B, T) array, got shape {ids.shape}")
+        self.check_ids(ids, gen.max_new_tokens)
         mask = np.ones_like(ids, bool) if attention_mask is None else np.asarray(attention_mask, bool).reshape(ids.shape)
         ids, valid = right_align(ids, mask, bucket(int(mask.sum(1).max())), gen.pad_token_id)
         seen = seen_from_ids(ids, valid, self._llm_cfg.vocab_size)
@@ -124,6 +194,7 @@ class Model:
         sampling = self.family.sampling(self.config)
         if sampling is None:
             raise ConfigError(f"{self.source}: a text-only {self.family.name} model takes no video (use generate)")
+        check_sampling_options(fps, max_frames, min_frames, start, end)
         if isinstance(video, VideoFrames):
             return video
         if _is_image(video):
@@ -133,7 +204,7 @@ class Model:
         s = sampling.replace(fps=fps, max_frames=max_frames, duplicate_to_min=duplicate_to_min)
         min_frames = min(s.min_frames, s.max_frames) if min_frames is None else min_frames
         if min_frames > s.max_frames:
-            raise ConfigError(f"min_frames={min_frames} is more than max_frames={s.max_frames}")
+            raise UsageError(f"min_frames={min_frames} is more than max_frames={s.max_frames}")
         kw = dict(fps=s.fps or 1.0, local_num_frames=s.frame_multiple, max_num_frames=s.max_frames,
                   min_num_frames=min_frames, start=start, end=end, duplicate_to_min=s.duplicate_to_min, rule=s.rule,
                   max_fps=s.max_fps)
@@ -168,6 +239,9 @@ class Model:
         top_k, repetition_penalty), and the family's own (`family.answer_options`, e.g. compression, qc).
         """
         self.family.check_options({k: v for k, v in options.items() if k not in _SHARED_OPTIONS})
+        check_generation({k: options.get(k) for k in _GENERATION_OPTIONS}, "answer()", UsageError)  # before the video
+        self.check_question(question, options.get("history", ()), options.get("allow_special_tokens", False),
+                            options.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
         family_opts = {k: options[k] for k in self.family.answer_options if k in options}
         encoded = self.encode_video(video, fps=fps, max_frames=max_frames, min_frames=min_frames,
                                     duplicate_to_min=duplicate_to_min, start=start, end=end, progress=progress,
@@ -177,14 +251,20 @@ class Model:
     def answer_encoded(self, encoded: Encoded, question: str, *, history: Sequence[tuple[str, str]] = (),
                        max_new_tokens: int | None = None, seed: int | None = 0, do_sample: bool = False,
                        temperature: float | None = None, top_p: float | None = None, top_k: int | None = None,
-                       repetition_penalty: float | None = None, **options) -> tuple[str, dict]:
+                       repetition_penalty: float | None = None, allow_special_tokens: bool = False,
+                       **options) -> tuple[str, dict]:
         """Answer from an already encoded video (reusing its caches where the family can).
 
         Greedy by default, as the original evaluations run; `do_sample=True` samples with
         generation_config.json's temperature/top-p/top-k unless overridden. The repetition
         penalty of generation_config.json applies in both cases, as in the original `chat()`.
+        max_new_tokens: default 512. The question (and history) may not hold chat control tokens
+        (`CONTROL_TOKENS`, the tokenizer's special tokens) unless `allow_special_tokens=True`.
         """
         self.family.check_options(options)
+        check_generation({"max_new_tokens": max_new_tokens, "seed": seed, "do_sample": do_sample, "temperature": temperature,
+                          "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty}, "answer()", UsageError)
+        self.check_question(question, history, allow_special_tokens, max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
         gen = self.generation.replace(max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS, do_sample=do_sample,
                                       temperature=temperature, top_p=top_p, top_k=top_k,
                                       repetition_penalty=repetition_penalty)
@@ -198,8 +278,31 @@ class Model:
         return text, report
 
 
+    def check_question(self, question: Any, history: Sequence[tuple[str, str]] = (), allow_special_tokens: bool = False,
+                       max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> None:
+        """UsageError for a question (or history turn) that is not a non-empty UTF-8 str, holds control tokens
+        (unless allowed), or whose tokens + max_new_tokens do not fit max_position_embeddings — before any prefill."""
+        if not isinstance(allow_special_tokens, bool):
+            raise UsageError(f"allow_special_tokens={allow_special_tokens!r} must be true or false")
+        limit = self._llm_cfg.max_position_embeddings
+        special = (*CONTROL_TOKENS, *getattr(self.tokenizer, "all_special_tokens", ()))
+        texts = [check_text(question, "question", special, allow_special_tokens)]
+        if isinstance(history, (str, bytes)) or not all(isinstance(t, (tuple, list)) and len(t) == 2 for t in history):
+            raise UsageError("history must be a sequence of (question, answer) pairs")
+        for i, (q, a) in enumerate(history):
+            texts += [check_text(q, f"history[{i}] question", special, allow_special_tokens),
+                      check_text(a, f"history[{i}] answer", special, allow_special_tokens)]
+        n_chars = sum(map(len, texts))
+        if n_chars > 16 * limit:  # no tokenizer packs more than 16 characters in a token: refuse without tokenizing
+            raise UsageError(f"the question ({n_chars} characters) exceeds the model's context, "
+                             f"max_position_embeddings={limit} tokens")
+        n_tokens = sum(len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts)
+        self._check_context(n_tokens, max_new_tokens)
+
+
 _SHARED_OPTIONS = frozenset({"history", "max_new_tokens", "seed", "do_sample", "temperature", "top_p", "top_k",
-                             "repetition_penalty"})
+                             "repetition_penalty", "allow_special_tokens"})
+_GENERATION_OPTIONS = ("max_new_tokens", "seed", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 _ENCODE_OPTIONS = frozenset({"qc"})  # family options that also shape the encoding
 
 

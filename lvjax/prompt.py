@@ -18,7 +18,8 @@ from __future__ import annotations
 import string
 from typing import Any, Sequence
 
-from lvjax.families.base import IMAGE_TOKEN_INDEX  # noqa: E402  (re-exported)
+from lvjax.errors import ConfigError, UsageError
+from lvjax.families.base import IMAGE_TOKEN_INDEX  # re-exported
 
 DEFAULT_IMAGE_TOKEN = "<image>"
 SYSTEM_PROMPT = "You are a helpful assistant."
@@ -39,7 +40,7 @@ def render_chatml(messages: Sequence[tuple[str, str | None]], system: str = SYST
     out = "" if system == "" else f"{IM_START}system\n{system}{IM_END}\n"
     for role, message in messages:
         if role not in ("user", "assistant"):
-            raise ValueError(f"role must be 'user' or 'assistant', got {role!r}")
+            raise UsageError(f"role must be 'user' or 'assistant', got {role!r}")
         header = IM_START + role
         out += f"{header}\n{message}{IM_END}\n" if message else f"{header}\n"
     return out
@@ -79,7 +80,7 @@ def multiple_choice(question: str, options: Sequence[str], post_prompt: str = MC
     e.g. "Q?\\nA. x\\nB. y\\nAnswer with the option's letter from the given choices directly."
     """
     if len(options) > len(string.ascii_uppercase):
-        raise ValueError(f"at most 26 options, got {len(options)}")
+        raise UsageError(f"at most 26 options, got {len(options)}")
     lines = "".join(f"{string.ascii_uppercase[i]}. {opt}\n" for i, opt in enumerate(options))
     return f"{question}\n{lines}{post_prompt}"
 
@@ -110,7 +111,7 @@ def tokenize_with_image(prompt: str, tokenizer: Any) -> tuple[list[int], int]:
     """(ids with one IMAGE_TOKEN_INDEX, index of that placeholder) for a prompt with exactly one `<image>`."""
     n = prompt.count(DEFAULT_IMAGE_TOKEN)
     if n != 1:
-        raise ValueError(f"the prompt must contain exactly one {DEFAULT_IMAGE_TOKEN}, found {n}")
+        raise UsageError(f"the prompt must contain exactly one {DEFAULT_IMAGE_TOKEN}, found {n}")
     ids = tokenizer_image_token(prompt, tokenizer)
     return ids, ids.index(IMAGE_TOKEN_INDEX)
 
@@ -119,7 +120,7 @@ def assistant_header_ids(tokenizer: Any) -> list[int]:
     """Ids of `<|im_start|>` followed by the ids of "assistant" (one token in Qwen2: 151644, 77091)."""
     start = tokenizer.convert_tokens_to_ids(IM_START)
     if start is None or start == getattr(tokenizer, "unk_token_id", object()):
-        raise ValueError(f"the tokenizer has no {IM_START} token")
+        raise ConfigError(f"the tokenizer has no {IM_START} token")
     word = list(tokenizer("assistant", add_special_tokens=False).input_ids)
     return [int(start)] + [int(t) for t in word]
 

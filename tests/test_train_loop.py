@@ -82,17 +82,17 @@ def test_kill_and_resume_gives_the_same_losses(qa, tmp_path):
 
 
 def test_starts_from_a_pretrained_checkpoint(qa, tmp_path):
-    """model.init: an lvjax checkpoint's weights are the starting point (lr 0 keeps them)."""
+    """model.init: an lvjax checkpoint's weights are the starting point (all frozen keeps them)."""
     from lvjax import checkpoint
     from lvjax.families import family_by_name
 
-    cfg = _cfg(qa, tmp_path / "run", "train.steps=1", "optim.lr=0.0", "optim.warmup_ratio=0.0")
+    cfg = _cfg(qa, tmp_path / "run", "train.steps=1")
     hf = dict(cfg.model.hf_config)
     fam = family_by_name("qwen2")
     spec, _ = build_spec(cfg)
     params = jax.tree.map(np.asarray, nn.unbox(fam.init(spec.model_cfg, jax.random.key(123))))
     checkpoint.save_checkpoint(str(tmp_path / "ckpt"), fam, hf, params, False, None)
-    cfg = _cfg(qa, tmp_path / "run", "train.steps=1", "optim.lr=0.0", "optim.warmup_ratio=0.0",
+    cfg = _cfg(qa, tmp_path / "run", "train.steps=1", "model.frozen=['*']", "model.allow_all_frozen=true",
                f"model.init={tmp_path / 'ckpt'}", "model.hf_config=null")
     out = train(cfg, verbose=False)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(out["state"]["params"])):

@@ -13,6 +13,7 @@ from safetensors.numpy import load_file
 import lvjax
 from lvjax.cli import main as cli
 from lvjax.config import ConfigError
+from lvjax.errors import UsageError
 from lvjax.families.base import IMAGE_TOKEN_INDEX, Encoded
 from lvjax.families.videochat_flash import answer as runner
 from lvjax.families.videochat_flash import model as vcf
@@ -128,7 +129,7 @@ def test_unknown_towers_are_clear_errors(tiny_vcf_dir, tmp_path, capsys, field, 
 
 
 def test_missing_tokenizer_and_empty_question(model, encoded, tiny_vcf_dir, tmp_path):
-    with pytest.raises(ConfigError, match="empty"):
+    with pytest.raises(UsageError, match="empty"):  # a question is usage (exit 2), not config
         model.answer_encoded(encoded, "   ")
     src = tmp_path / "notok"
     shutil.copytree(tiny_vcf_dir, src)

@@ -13,9 +13,9 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-
-class ConversionError(ValueError):
-    """A checkpoint does not fit the model (names the key and the shapes)."""
+from lvjax.errors import (
+    ConversionError,  # re-exported: a checkpoint does not fit the model
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +97,11 @@ def hf_to_lvjax(
         absent = [k for k in keys if k not in tensors]
         if absent:
             raise ConversionError(f"checkpoint is missing key {absent[0]!r}" + (f" (+{len(absent) - 1} more)" if len(absent) > 1 else ""))
+        if expected is not None and np.dtype(_get(expected, rule.path).dtype).kind == "f":
+            wrong = next((k for k in keys if np.asarray(tensors[k]).dtype.kind in "biu"), None)
+            if wrong is not None:
+                raise ConversionError(f"{wrong}: dtype {np.asarray(tensors[wrong]).dtype} where lvjax {rule.path} "
+                                      "holds floating-point weights")
         arrays = [rule.transform.to_lvjax(np.asarray(tensors[k])) for k in keys]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
@@ -124,16 +129,20 @@ def hf_to_lvjax(
     return params
 
 
-def lvjax_to_hf(params: Mapping, rules: Iterable[Rule]) -> dict[str, np.ndarray]:
-    """Inverse of `hf_to_lvjax`: nested params → flat HF state dict of numpy arrays."""
+def lvjax_to_hf(params: Mapping, rules: Iterable[Rule], copy: bool = True) -> dict[str, np.ndarray]:
+    """Inverse of `hf_to_lvjax`: nested params → flat HF state dict of numpy arrays.
+
+    copy=False returns (possibly strided) views of `params` instead of contiguous copies.
+    """
+    fix = np.ascontiguousarray if copy else (lambda a: a)
     out = {}
     for rule in rules:
         value = np.asarray(_get(params, rule.path))
         if rule.n is None:
-            out[rule.hf] = np.ascontiguousarray(rule.transform.to_hf(value))
+            out[rule.hf] = fix(rule.transform.to_hf(value))
         else:
             for i, key in enumerate(rule.hf_keys()):
-                out[key] = np.ascontiguousarray(rule.transform.to_hf(value[i]))
+                out[key] = fix(rule.transform.to_hf(value[i]))
     return out
 
 

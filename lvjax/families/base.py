@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import flax.linen as nn
@@ -166,8 +167,8 @@ class Family(abc.ABC):
         """Rewrite the side folders' weights from the exported `tensors` (default: nothing to do)."""
 
     def abstract_params(self, cfg: Any) -> dict:
-        """Shape/dtype tree of the unboxed params (no allocation)."""
-        return jax.eval_shape(lambda: nn.unbox(self.init(cfg, jax.random.key(0))))
+        """Shape/dtype tree of the unboxed params (no allocation; traced once per config)."""
+        return _abstract_params(self, cfg)
 
     # ------------------------------------------------------------------ media, prompt, LLM
 
@@ -225,3 +226,8 @@ class Family(abc.ABC):
         if unknown:
             allowed = ", ".join(sorted(self.answer_options)) or "none"
             raise ConfigError(f"{self.name}: unknown option(s) {', '.join(unknown)} (this family takes: {allowed})")
+
+
+@functools.lru_cache(maxsize=16)
+def _abstract_params(family: Family, cfg: Any) -> dict:
+    return jax.eval_shape(lambda: nn.unbox(family.init(cfg, jax.random.key(0))))

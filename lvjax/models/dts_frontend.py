@@ -36,9 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import save_file
 
-from lvjax.config import ConfigError, read_json
+from lvjax.config import ConfigError, check_sizes, read_json
+from lvjax.convert.files import save_safetensors
 from lvjax.convert.table import (
     CONV2D,
     CONV3D,
@@ -95,7 +95,9 @@ class FrontendConfig:
         if not os.path.isfile(vision_cfg):
             raise ConfigError(f"{vision_cfg}: file not found (the SigLIP sub-folder {VISION_FOLDER}/ gives the "
                               "vision sizes; it sits next to config.json)")
-        vision = SiglipConfig.from_hf(read_json(vision_cfg), vision_cfg)
+        vision_hf = read_json(vision_cfg)
+        check_sizes(vision_hf, vision_cfg)
+        vision = SiglipConfig.from_hf(vision_hf, vision_cfg)
         mm_hidden = hf.get("mm_hidden_size", vision.hidden_size)
         if mm_hidden != vision.hidden_size:
             raise ConfigError(f"{source}: mm_hidden_size={mm_hidden!r} differs from the SigLIP width "
@@ -195,7 +197,7 @@ def write_vision_folder(out: str, cfg: FrontendConfig, tensors: dict[str, np.nda
         with safe_open(weights, framework="numpy") as f:
             side = {k: f.get_tensor(k) for k in f.keys()}
     side.update({k[len(VISION_PREFIX):]: v for k, v in tensors.items() if k.startswith(VISION_PREFIX)})
-    save_file(side, weights, metadata={"format": "pt"})
+    save_safetensors(side, weights, metadata={"format": "pt"})
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(cfg.vision.to_hf(), f, indent=2)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from lvjax.cli_args import EXIT_CODES
+
 
 def _train(args) -> None:
     from lvjax.train.config import load_config
@@ -12,6 +14,10 @@ def _train(args) -> None:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = load_config(args.config, args.overrides)
+    if cfg.data.train_jsonl:
+        from lvjax.train.data import read_jsonl
+
+        read_jsonl(cfg.data.train_jsonl)  # a malformed dataset fails before the model is built
     if args.print_config:
         import yaml
 
@@ -35,4 +41,5 @@ def register(subparsers) -> None:
     p.add_argument("--config", required=True, metavar="CONFIG", help="YAML file (configs/*.yaml)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=10")
     p.add_argument("--print-config", action="store_true", help="print the validated config and exit")
+    p.epilog = EXIT_CODES
     p.set_defaults(func=_train)

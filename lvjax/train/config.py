@@ -16,6 +16,7 @@ Unknown keys and values of the wrong type raise `ConfigError` naming the file an
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -51,6 +52,7 @@ class ModelSection:
     are config.json fields replaced after loading (e.g. XComp's mm_local_num_frames: 8).
     `frozen`: parameter path patterns ('/'-joined, fnmatch, e.g. 'vision/*') that are not trained.
     `compression`: the CompressionPlan name used in the forward ('none', 'xcomp_cosine', ...).
+    `allow_all_frozen`: run even when `frozen` leaves no parameter to train (refused otherwise).
     """
 
     family: str = "qwen2"
@@ -62,6 +64,7 @@ class ModelSection:
     remat_policy: str = "full"
     compression: str = "none"
     frozen: list = dataclasses.field(default_factory=list)
+    allow_all_frozen: bool = False
 
 
 @dataclasses.dataclass
@@ -234,14 +237,37 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"{s}: model.remat_policy={cfg.model.remat_policy!r} (none, full, dots, minimal)")
     if cfg.optim.schedule not in ("cosine", "linear", "constant"):
         raise ConfigError(f"{s}: optim.schedule={cfg.optim.schedule!r} (cosine, linear, constant)")
-    if not 0 <= cfg.optim.warmup_ratio < 1:
-        raise ConfigError(f"{s}: optim.warmup_ratio={cfg.optim.warmup_ratio} must be in [0, 1)")
+    o = cfg.optim
+    for key, value, ok, what in (
+        ("lr", o.lr, 0 < o.lr < math.inf, "a finite number > 0"),
+        ("warmup_ratio", o.warmup_ratio, 0 <= o.warmup_ratio < 1, "in [0, 1)"),
+        ("min_lr_ratio", o.min_lr_ratio, 0 <= o.min_lr_ratio <= 1, "in [0, 1]"),
+        ("weight_decay", o.weight_decay, 0 <= o.weight_decay < math.inf, "a finite number >= 0"),
+        ("b1", o.b1, 0 <= o.b1 < 1, "in [0, 1)"),
+        ("b2", o.b2, 0 <= o.b2 < 1, "in [0, 1)"),
+        ("eps", o.eps, 0 < o.eps < math.inf, "a finite number > 0"),
+        ("grad_clip", o.grad_clip, o.grad_clip is None or 0 < o.grad_clip < math.inf, "null or a finite number > 0"),
+    ):
+        if not ok:  # NaN fails every comparison
+            raise ConfigError(f"{s}: optim.{key}={value} must be {what}")
     t = cfg.train
-    if t.steps < 1 or t.global_batch < 1 or t.grad_accum < 1:
-        raise ConfigError(f"{s}: train.steps, train.global_batch and train.grad_accum must be ≥ 1")
+    for key in ("steps", "global_batch", "grad_accum", "log_every"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"{s}: train.{key}={getattr(t, key)} must be ≥ 1")
+    if t.stop_after is not None and t.stop_after < 1:
+        raise ConfigError(f"{s}: train.stop_after={t.stop_after} must be ≥ 1 or null")
     if t.global_batch % t.grad_accum:
         raise ConfigError(f"{s}: train.global_batch={t.global_batch} is not a multiple of train.grad_accum={t.grad_accum}")
     d = cfg.data
+    for key in ("local_num_frames", "min_frames", "max_frames", "image_size", "max_seq_len", "worker_buffer_size",
+                "decode_threads"):
+        if getattr(d, key) < 1:
+            raise ConfigError(f"{s}: data.{key}={getattr(d, key)} must be ≥ 1")
+    if not 0 < d.fps < math.inf:
+        raise ConfigError(f"{s}: data.fps={d.fps} must be a finite number > 0")
+    if d.worker_count < 0 or (d.num_epochs is not None and d.num_epochs < 1):
+        raise ConfigError(f"{s}: data.worker_count={d.worker_count} must be ≥ 0 and data.num_epochs={d.num_epochs} "
+                          "≥ 1 or null")
     if d.min_frames > d.max_frames:
         raise ConfigError(f"{s}: data.min_frames={d.min_frames} > data.max_frames={d.max_frames}")
     buckets = sorted(d.frame_buckets)
@@ -264,19 +290,26 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"{s}: checkpoint.every and checkpoint.keep must be ≥ 1")
 
 
-def _read_yaml(path: str) -> dict:
+def _read_yaml(path: str, chain: tuple[str, ...] = ()) -> dict:
     if not os.path.isfile(path):
-        raise ConfigError(f"{path}: config file not found")
-    with open(path) as f:
-        try:
+        raise ConfigError(f"{path}: config file not found" + (f" (the base: of {chain[-1]})" if chain else ""))
+    real = os.path.realpath(path)
+    if real in chain:
+        raise ConfigError(f"{path}: base: cycle ({' -> '.join(map(os.path.basename, (*chain, real)))})")
+    try:
+        with open(path, encoding="utf-8") as f:
             raw = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     base = raw.get("base")
+    if base is not None and not (isinstance(base, str) and base):
+        raise ConfigError(f"{path}: base={base!r} must be a file name")
     if base:
-        merged = _read_yaml(os.path.join(os.path.dirname(os.path.abspath(path)), base))
+        merged = _read_yaml(os.path.join(os.path.dirname(os.path.abspath(path)), base), (*chain, real))
         return _merge(merged, raw)
     return raw
 

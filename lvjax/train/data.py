@@ -51,29 +51,61 @@ log = logging.getLogger("lvjax.train.data")
 # ----------------------------------------------------------------------------- records
 
 
+ROLES = ("human", "user", "gpt", "assistant")
+
+
 def read_jsonl(path: str) -> list[dict]:
-    """All records of a JSONL file (a `json` list file is accepted too). Bad lines raise ConfigError."""
+    """All records of a JSONL file (a `json` list file is accepted too).
+
+    ConfigError naming the file and the line (JSONL) or record (list) for text that is not UTF-8
+    or not JSON, a record without a `conversations` list of ≥ 2 {from, value} turns with string
+    values and known roles, or a `video`/`image` that is not a string.
+    """
     if not path or not os.path.isfile(path):
         raise ConfigError(f"{path}: training data file not found (data.train_jsonl)")
-    with open(path) as f:
-        text = f.read()
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    located: list[tuple[str, Any]] = []  # (where, record)
+    for n, raw in enumerate(lines, 1):
+        try:
+            lines[n - 1] = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}:{n}: not UTF-8 text (byte {e.start} of the line)") from None
+    text = "\n".join(lines)
     if text.lstrip().startswith("["):
-        records = json.loads(text)
+        try:
+            records = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ConfigError(f"{path}: not a valid JSON list ({e})") from None
+        if not isinstance(records, list):
+            raise ConfigError(f"{path}: expected a JSON list of records")
+        located = [(f"{path}: record {i}", r) for i, r in enumerate(records)]
     else:
-        records = []
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
+                located.append((f"{path}:{n}", json.loads(line)))
+            except (json.JSONDecodeError, RecursionError) as e:
                 raise ConfigError(f"{path}:{n}: not valid JSON ({e})") from None
-    for n, r in enumerate(records):
-        if not isinstance(r, dict) or not isinstance(r.get("conversations"), list) or len(r["conversations"]) < 2:
-            raise ConfigError(f"{path}: record {n} has no 'conversations' list of ≥ 2 turns")
-    if not records:
+    for where, r in located:
+        _check_record(r, where)
+    if not located:
         raise ConfigError(f"{path}: no records")
-    return records
+    return [r for _, r in located]
+
+
+def _check_record(r: Any, where: str) -> None:
+    if not isinstance(r, dict) or not isinstance(r.get("conversations"), list) or len(r["conversations"]) < 2:
+        raise ConfigError(f"{where}: no 'conversations' list of ≥ 2 turns")
+    for i, turn in enumerate(r["conversations"]):
+        if not isinstance(turn, dict) or turn.get("from") not in ROLES:
+            raise ConfigError(f"{where}: conversations[{i}] needs 'from' in {ROLES}, got {turn!r:.80}")
+        if not isinstance(turn.get("value"), str):
+            raise ConfigError(f"{where}: conversations[{i}].value={turn.get('value')!r:.80} must be a string")
+    for key in ("video", "image"):
+        if key in r and not (isinstance(r[key], str) and r[key]):
+            raise ConfigError(f"{where}: {key}={r[key]!r:.80} must be a file name")
 
 
 # ----------------------------------------------------------------------------- frames
@@ -182,7 +214,8 @@ class ExampleBuilder:
             return self._build(record)
         except Exception as e:  # noqa: BLE001 - one bad sample must never kill the job
             name = record.get("video") or record.get("image") or "<text>"
-            return {"error": f"{name}: {type(e).__name__}: {e}"}
+            # ConfigError: a reason in the config (e.g. data.max_seq_len), fatal when the first example shows it
+            return {"error": f"{name}: {type(e).__name__}: {e}", "config_reason": isinstance(e, ConfigError)}
 
     def _build(self, record: dict) -> dict:
         d = self.data
@@ -208,7 +241,7 @@ class ExampleBuilder:
             frames = resize_frames(frames, size, self.media.resize) if self.decode_media else frames
             n = frames.shape[0]
             if n % lnf:
-                raise ValueError(f"{media}: {n} frames is not a multiple of local_num_frames={lnf}")
+                raise ConfigError(f"{media}: {n} frames is not a multiple of data.local_num_frames={lnf}")
             tb = frame_bucket(n, d.frame_buckets)
             if n > tb:
                 frames, n = frames[:tb], tb
@@ -231,7 +264,7 @@ class ExampleBuilder:
         s = d.max_seq_len
         ids, labels = ids[:s], labels[:s]
         if all(l == IGNORE_INDEX for l in labels[1:]):
-            raise ValueError(f"no answer tokens within max_seq_len={s}")
+            raise ConfigError(f"no answer tokens within data.max_seq_len={s}")
         pad = s - len(ids)
         extras = {}
         if self.family is not None:
@@ -281,9 +314,13 @@ class _SkipBad:
         self.owner = owner
         self.max_consecutive = max_consecutive
         self.consecutive = 0
+        self.any_good = False
 
     def __call__(self, ex: dict) -> bool:
         if "error" in ex:
+            if ex["config_reason"] and not self.any_good:
+                raise ConfigError(f"{self.owner.data.train_jsonl}: the first example fails for a reason in the "
+                                  f"config: {ex['error']}")
             self.owner.skipped += 1
             self.consecutive += 1
             if self.consecutive > self.max_consecutive:
@@ -292,6 +329,7 @@ class _SkipBad:
             log.warning("skipping bad training example (%d so far): %s", self.owner.skipped, ex["error"])
             return False
         self.consecutive = 0
+        self.any_good = True
         return True
 
 

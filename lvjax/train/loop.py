@@ -111,6 +111,9 @@ def train(cfg: TrainConfig, *, verbose: bool = True) -> dict:
     spec, pretrained = build_spec(cfg, load_params=latest is None)
     boxed = jax.eval_shape(lambda: objective.init_params(spec, jax.random.key(0)))
     labels = optim.frozen_labels(nn.unbox(boxed), cfg.model.frozen)
+    if optim.TRAIN not in jax.tree.leaves(labels) and not cfg.model.allow_all_frozen:
+        raise ConfigError(f"{cfg.source}: model.frozen={cfg.model.frozen} leaves no parameter to train "
+                          "(set model.allow_all_frozen: true to run anyway)")
     t = cfg.train
     tx, schedule = optim.make_optimizer(cfg.optim, t.steps, labels)
     n_proc, p_idx = jax.process_count(), jax.process_index()
@@ -263,4 +266,5 @@ def _progress(total: int, initial: int, enabled: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+    # disable=None: off when stderr is not a terminal (no \r lines in logs)
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, disable=None)

@@ -46,6 +46,10 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from PIL import Image
 
+from lvjax.errors import (  # VideoError re-exported: the message names the video
+    UsageError,
+    VideoError,
+)
 from lvjax.video.preprocess import resize_frames
 from lvjax.video.sampling import FramePlan, plan_frames
 
@@ -64,8 +68,6 @@ __all__ = [
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class VideoError(ValueError):
-    """A video (file, folder or array) cannot be read; the message names it."""
 
 
 @dataclasses.dataclass
@@ -100,7 +102,7 @@ class VideoFrames:
 def _sampling_kwargs(fps, local_num_frames, max_num_frames, min_num_frames, start, end, duplicate_to_min,
                      rule="dynamic_fps1", max_fps=None) -> dict:
     if not (fps > 0):
-        raise ValueError(f"fps (sampled frames per second) must be positive, got {fps!r}")
+        raise UsageError(f"fps (sampled frames per second) must be positive, got {fps!r}")
     return dict(target_fps=fps, local_num_frames=local_num_frames, max_num_frames=max_num_frames,
                 min_num_frames=min_num_frames, start=start, end=end, duplicate_to_min=duplicate_to_min, rule=rule,
                 max_fps=max_fps)
@@ -122,7 +124,7 @@ def _set_threads(stream, threads: int | str) -> None:
     if threads == "auto":
         threads = 1 if _in_worker() else 0
     if not isinstance(threads, int) or threads < 0:
-        raise ValueError(f"threads must be 'auto' or an int >= 0, got {threads!r}")
+        raise UsageError(f"threads must be 'auto' or an int >= 0, got {threads!r}")
     if threads == 1:
         stream.thread_type = "SLICE"
         stream.thread_count = 1

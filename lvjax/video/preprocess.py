@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lvjax.errors import MediaError, UsageError
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize", "preprocess", "resize_frames"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -19,7 +21,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
     h, w = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
     if int(h) < 1 or int(w) < 1:
-        raise ValueError(f"size must be positive, got {size!r}")
+        raise UsageError(f"size must be positive, got {size!r}")
     return int(h), int(w)
 
 
@@ -79,7 +81,7 @@ def preprocess(frames: np.ndarray, size: int | tuple[int, int] = 448, *, mean=IM
 def _check_frames(frames) -> np.ndarray:
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"expected RGB frames (T, H, W, 3), got shape {frames.shape}")
+        raise MediaError(f"expected RGB frames (T, H, W, 3), got shape {frames.shape}")
     if frames.dtype != np.uint8:
-        raise ValueError(f"expected uint8 frames, got {frames.dtype}")
+        raise MediaError(f"expected uint8 frames, got {frames.dtype}")
     return frames

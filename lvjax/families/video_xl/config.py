@@ -15,7 +15,14 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from lvjax.config import ConfigError, LLMConfig, _freeze, _thaw_pairs, read_json
+from lvjax.config import (
+    ConfigError,
+    LLMConfig,
+    _freeze,
+    _thaw_pairs,
+    check_sizes,
+    read_json,
+)
 from lvjax.models.clip import CLIPConfig
 
 CLIP_FOLDER = "vision_tower"
@@ -108,6 +115,7 @@ class VideoXLConfig:
         clip_dir = clip_folder(hf, source)
         clip_json = os.path.join(clip_dir, "config.json")
         clip_hf = read_json(clip_json)
+        check_sizes(clip_hf, clip_json)
         clip = CLIPConfig.from_hf(clip_hf, int(hf.get("mm_vision_select_layer", -2)), clip_json)
         pre_json = os.path.join(clip_dir, "preprocessor_config.json")
         pre_hf = read_json(pre_json) if os.path.isfile(pre_json) else {}

@@ -24,9 +24,9 @@ import json
 import os
 
 import numpy as np
-from safetensors.numpy import save_file
 
 from lvjax.config import _thaw_pairs
+from lvjax.convert.files import save_safetensors
 from lvjax.convert.llm import llm_rules
 from lvjax.convert.table import IDENTITY, LINEAR, Rule, Transform
 from lvjax.families.video_xl.config import CLIP_FOLDER, VideoXLConfig
@@ -81,7 +81,7 @@ def write_clip_folder(out: str, cfg: VideoXLConfig, tensors: dict[str, np.ndarra
     folder = os.path.join(out, clip_folder_name(cfg))
     os.makedirs(folder, exist_ok=True)
     clip = {k[len(CLIP_PREFIX):]: v for k, v in tensors.items() if k.startswith(CLIP_PREFIX)}
-    save_file(clip, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+    save_safetensors(clip, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
     for name, data in (("config.json", cfg.clip_hf), ("preprocessor_config.json", cfg.preprocessor_hf)):
         if data:
             with open(os.path.join(folder, name), "w") as f:
