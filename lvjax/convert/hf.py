@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -60,32 +61,63 @@ def _weight_files(folder: str) -> list[str]:
     raise ConversionError(f"{folder}: no model.safetensors or model.safetensors.index.json")
 
 
-def read_hf_folder(folder: str, progress: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
-    """(config dict, {key: numpy array}) of a Hugging Face model folder."""
+class LazyTensors(Mapping):
+    """{key: numpy array} over the safetensors files of a folder, read one tensor per lookup.
+
+    Only the headers are read up front; nothing is cached, so a loader that places each
+    parameter as it goes never holds more than the tensors of one parameter on the host.
+    """
+
+    def __init__(self, files: list[str], progress: bool = False):
+        self._where: dict[str, str] = {}
+        for path in files:
+            try:
+                with safe_open(path, framework="numpy") as f:
+                    keys = list(f.keys())
+            except (OSError, ValueError, RuntimeError) as e:
+                raise ConversionError(f"{path}: not a readable safetensors file ({e})") from None
+            for key in tqdm(keys, desc=f"indexing {os.path.basename(path)}", disable=not progress, leave=False):
+                if key in self._where:
+                    raise ConversionError(f"{path}: key {key!r} appears in more than one shard")
+                self._where[key] = path
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        path = self._where[key]
+        try:
+            with safe_open(path, framework="numpy") as f:
+                return f.get_tensor(key)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ConversionError(f"{path}: cannot read tensor {key!r} ({e})") from None
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+def open_hf_folder(folder: str, progress: bool = False) -> tuple[dict, LazyTensors]:
+    """(config dict, lazily read tensors) of a Hugging Face model folder."""
     if not os.path.exists(folder):
         raise ConfigError(f"{folder}: no such directory")
     if not os.path.isdir(folder):
         raise ConfigError(f"{folder}: not a directory (expected a Hugging Face model folder)")
     hf_config = read_json(os.path.join(folder, "config.json"))
-    tensors: dict[str, np.ndarray] = {}
-    files = _weight_files(folder)
-    for path in files:
-        try:
-            with safe_open(path, framework="numpy") as f:
-                keys = list(f.keys())
-                for key in tqdm(keys, desc=f"reading {os.path.basename(path)}", disable=not progress, leave=False):
-                    if key in tensors:
-                        raise ConversionError(f"{path}: key {key!r} appears in more than one shard")
-                    tensors[key] = f.get_tensor(key)
-        except (OSError, ValueError, RuntimeError) as e:
-            if isinstance(e, ConversionError):
-                raise
-            raise ConversionError(f"{path}: not a readable safetensors file ({e})") from None
-    return hf_config, tensors
+    return hf_config, LazyTensors(_weight_files(folder), progress)
 
 
-def hf_to_params(family: Family, cfg: Any, tensors: dict[str, np.ndarray], source: str, progress: bool = True):
-    """Map HF tensors to a nested params dict; returns (params, stored_tied_lm_head)."""
+def read_hf_folder(folder: str, progress: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """(config dict, {key: numpy array}) of a Hugging Face model folder, all tensors read."""
+    hf_config, lazy = open_hf_folder(folder, progress)
+    return hf_config, {k: lazy[k] for k in tqdm(lazy, desc="reading", disable=not progress, leave=False)}
+
+
+def hf_to_params(family: Family, cfg: Any, tensors: Mapping[str, np.ndarray], source: str, progress: bool = True,
+                 place: Callable[[str, np.ndarray], Any] | None = None):
+    """Map HF tensors to a nested params dict; returns (params, stored_tied_lm_head).
+
+    `place(path, host_array)` (see `hf_to_lvjax`) turns each parameter into its final form as it is read.
+    """
     ignore = family.ignored_keys(cfg, frozenset(tensors))
     stored_tied = False
     tied_key = family.tied_lm_head_key(cfg)
@@ -103,7 +135,8 @@ def hf_to_params(family: Family, cfg: Any, tensors: dict[str, np.ndarray], sourc
     total = sum(len(r.hf_keys()) for r in rules)
     with tqdm(total=total, desc="converting", disable=not progress, leave=False) as bar:
         try:
-            params = hf_to_lvjax(tensors, rules, expected=family.abstract_params(cfg), ignore=ignore, progress=bar.update)
+            params = hf_to_lvjax(tensors, rules, expected=family.abstract_params(cfg), ignore=ignore, progress=bar.update,
+                                  place=place)
         except ConversionError as e:
             raise ConversionError(f"{source}: {e}") from None
     return params, stored_tied
