@@ -13,6 +13,7 @@ def _add_video_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="PATH", help="video model: HF folder (original format) or lvjax checkpoint")
     p.add_argument("--video", required=True, metavar="FILE", help="video file, folder of frames")
     p.add_argument("--max-frames", type=int, default=None, help="frame cap (default: model default, 512)")
+    p.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,tensor=4 (axes data, fsdp, tensor, sequence; default: one device)")
     p.add_argument("--min-frames", type=int, default=None, help="frame floor (default: 64)")
     p.add_argument("--fps", type=float, default=None, help="sampling rate in frames/s (default: 1)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="answer length cap (default 512)")
@@ -64,7 +65,7 @@ def _load(args):
 
     if args.compilation_cache is not None:
         lvjax.enable_compilation_cache(args.compilation_cache or None)
-    return _video_model(lvjax.load(args.model), args.model)
+    return _video_model(lvjax.load(args.model, mesh=args.mesh), args.model)
 
 
 def _answer(args) -> None:
