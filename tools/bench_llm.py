@@ -3,7 +3,8 @@
     python tools/bench_llm.py                       # small CPU config
     python tools/bench_llm.py --preset qwen2.5-1.5b  # the VideoChat-Flash-2B LLM shapes (GPU)
 
-Prints tokens/s for both and the lvjax / transformers ratios.
+Prints tokens/s for both and the lvjax / transformers ratios. torch runs on as many threads as
+XLA's CPU pool (the machine's cores; --threads to change torch's).
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ def main(argv=None) -> int:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores, as XLA)")
     args = ap.parse_args(argv)
 
     import jax
     import jax.numpy as jnp
     import torch
 
+    torch.set_num_threads(args.threads)
     import lvjax
     from lvjax.generate import generate_from_embeds
     from lvjax.models import llm

@@ -88,8 +88,8 @@ def _slice_layers(params: dict, start: int, stop: int) -> dict:
 def unstack_layers(params: dict) -> dict:
     """The LLM tree with `layers` as a tuple of per-layer trees: what decoding reads best.
 
-    XLA copies a layer's weights out of a stacked array before each use (a dynamic or static
-    slice feeding a matmul), i.e. the whole model once per generated token; separate arrays
+    XLA copies a layer's weights out of a stacked array before each use (the dynamic slice
+    of a layer scan feeding a matmul), i.e. the whole model once per generated token; separate arrays
     are used in place. Every function here accepts either form.
     """
     layers = params["layers"]
