@@ -5,19 +5,23 @@ from __future__ import annotations
 import os
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
 
-from lvjax import checkpoint
+from lvjax import checkpoint, sharding
 from lvjax.config import ConfigError, check_generation, read_json
 from lvjax.convert.hf import (
     check_new_dir,
     config_from_hf,
     hf_to_params,
+    open_hf_folder,
     read_hf_folder,
     write_hf_folder,
 )
+from lvjax.convert.table import flatten_paths
 from lvjax.families import family_for
 from lvjax.model import Model
 
@@ -82,21 +86,109 @@ def enable_compilation_cache(path: str | None = None) -> str:
     return path
 
 
-def load(path: str, *, dtype: str | None = None, param_dtype: str | None = None, progress: bool = False) -> Model:
+def default_dtype() -> str:
+    """Compute dtype when none is asked for: bfloat16 on GPU/TPU, float32 on CPU (bf16 matmuls
+    are slower than fp32 on AVX2 CPUs, and CPU runs are the parity reference)."""
+    return "bfloat16" if jax.default_backend() in ("gpu", "tpu") else "float32"
+
+
+def load(path: str, *, dtype: str | None = None, param_dtype: str | None = None, mesh=None, rules=None,
+         progress: bool = False) -> Model:
     """Load a Hugging Face folder (original format) or an lvjax checkpoint; returns a `Model` handle.
 
-    dtype: compute dtype (default float32); param_dtype: cast parameters (default: as stored,
-    upcast to float32 for float32 compute).
+    dtype: compute dtype (default `default_dtype()`: bfloat16 on GPU/TPU, float32 on CPU);
+    param_dtype: cast parameters (default: the compute dtype). mesh: a `jax.sharding.Mesh` or
+    "data=2,tensor=4" (axes of `lvjax.sharding.AXES`); each parameter is then read from the
+    safetensors files and placed straight into its sharding under `rules` (default
+    `sharding.DEFAULT_RULES`): one parameter on the host at a time (`model.load_report`).
+    A multi-process job (JAX_COORDINATOR_ADDRESS or LVJAX_DISTRIBUTED=1) initialises
+    `jax.distributed` first; each process then places only its own devices' shards.
     """
-    family, cfg, params, _, _, source = read_any(path, progress=progress)
-    compute = dtype or "float32"
+    sharding.maybe_initialize_distributed()
+    mesh = sharding.as_mesh(mesh)
+    rules = sharding.rules_tuple(rules if rules is not None else sharding.DEFAULT_RULES)
+    compute = dtype or default_dtype()
     store = param_dtype or compute
-    params = jax.tree.map(lambda a: jnp.asarray(a, dtype=store), params)
-    gen_path = os.path.join(source, "generation_config.json")
+    if checkpoint.is_lvjax_checkpoint(path):
+        family, cfg, host, _ = checkpoint.load_checkpoint(path)
+        placer = _Placer(family, cfg, store, mesh, rules)
+        params = placer.finish({p: placer(p, a) for p, a in flatten_paths(host).items()})
+    else:
+        hf_config, tensors = open_hf_folder(path, progress=progress)
+        family = family_for(hf_config, tensors.keys(), os.path.join(path, "config.json"))
+        cfg = config_from_hf(family, hf_config, os.path.join(path, "config.json"))
+        placer = _Placer(family, cfg, store, mesh, rules)
+        params, _ = hf_to_params(family, cfg, tensors, path, progress=progress, place=placer)
+        params = placer.finish(params)
+    gen_path = os.path.join(path, "generation_config.json")
     gen_dict = read_json(gen_path) if os.path.isfile(gen_path) else {}
     check_generation(gen_dict, gen_path)
     cfg = family.with_dtypes(cfg, compute, store)
-    model = Model(family, cfg, params, family.generation(gen_dict, cfg), source)
+    model = Model(family, cfg, params, family.generation(gen_dict, cfg), path, mesh=mesh, rules=rules,
+                  load_report=placer.report())
     if model.has_tokenizer_files:
         model.tokenizer  # parsed now, so a broken tokenizer fails at load, not at the first question
     return model
+
+
+class _Placer:
+    """`place(path, host_array)` for `hf_to_lvjax`: cast, then put on the device(s) — in the leaf's
+    sharding under the mesh (`jax.make_array_from_callback`: each device copies only its own
+    shard; other processes' shards are never touched). LLM layers of a `per_layer_llm` family
+    are placed as one array per layer (`llm.unstack_layers`). Records the host bytes it held."""
+
+    def __init__(self, family, cfg, dtype: str, mesh, rules):
+        self.dtype, self.mesh = np.dtype(jnp.dtype(dtype)), mesh
+        self.specs = flatten_paths(sharding.logical_specs(jax.eval_shape(lambda: family.init(cfg, jax.random.key(0)))))
+        self.specs = {p: tuple(s) for p, s in self.specs.items()}
+        self.rules = rules
+        prefix = "llm/" if any(p.startswith("llm/") for p in self.specs) else ""
+        self.layers = prefix + "layers" if family.per_layer_llm else None
+        self.host_peak = self.total = self.count = 0
+
+    def _sharding(self, spec):
+        return None if self.mesh is None else NamedSharding(self.mesh, nn.logical_to_mesh_axes(spec, self.rules))
+
+    def _put(self, a: np.ndarray, spec):
+        sh = self._sharding(spec)
+        self.count += 1
+        if sh is None:
+            return jax.device_put(a)
+        return jax.make_array_from_callback(a.shape, sh, lambda idx: a[idx])
+
+    def __call__(self, path: str, value) -> jax.Array | tuple:
+        host = np.asarray(value)
+        cast = host.astype(self.dtype, copy=False)
+        self.host_peak = max(self.host_peak, host.nbytes + (cast.nbytes if cast is not host else 0))
+        self.total += cast.nbytes
+        spec = self.specs[path]
+        if self.layers and path.startswith(self.layers + "/"):
+            return tuple(self._put(cast[i], spec[1:]) for i in range(cast.shape[0]))
+        return self._put(cast, spec)
+
+    def finish(self, params: dict) -> dict:
+        """Nest a flat {path: leaf} dict if needed, and turn per-layer tuples into a tuple of layer trees."""
+        if any("/" in k for k in params):
+            nested: dict = {}
+            for p, leaf in params.items():
+                node = nested
+                *head, last = p.split("/")
+                for part in head:
+                    node = node.setdefault(part, {})
+                node[last] = leaf
+            params = nested
+        if self.layers:
+            *head, last = self.layers.split("/")
+            node = params
+            for part in head:
+                node = node[part]
+            tuples = node[last]
+            n = len(jax.tree.leaves(tuples, is_leaf=lambda x: isinstance(x, tuple))[0])
+            node[last] = tuple(jax.tree.map(lambda t, i=i: t[i], tuples, is_leaf=lambda x: isinstance(x, tuple))
+                               for i in range(n))
+        return params
+
+    def report(self) -> dict:
+        """{'parameter_bytes': all placed parameters, 'host_peak_bytes': the most held on the host at
+        once (one parameter, stacked over layers, and its cast copy), 'arrays': device arrays made}."""
+        return {"parameter_bytes": self.total, "host_peak_bytes": self.host_peak, "arrays": self.count}

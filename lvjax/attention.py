@@ -52,6 +52,56 @@ def attention_probs(q, k, mask=None, *, scale: float | None = None):
     return probs.reshape(b, hq, t, s)
 
 
+def _dense(q, k, v, mask, scale):
+    """The dense path with one pass over the (Hq, T, S) scores: masked logits, exp(l − max), then
+    P·V normalised afterwards by the row sums — rows with no allowed key are zeroed on the
+    (T, D) output, not on the scores. q (B,T,Hq,D), k/v (B,S,Hkv,D) → (B,T,Hq,D) in q's dtype."""
+    b, t, hq, d = q.shape
+    s = k.shape[1]
+    logits = _grouped_logits(q, k, scale)  # (B, Hkv, G, T, S)
+    m = _broadcast_mask(mask, b, t, s)
+    if m is not None:
+        logits = jnp.where(m, logits, _NEG)
+    peak = jax.lax.stop_gradient(logits.max(-1, keepdims=True))
+    p = jnp.exp(logits - peak)
+    total = p.sum(-1)
+    out = jnp.einsum("bkgts,bskd->bkgtd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    out = out / total[..., None]
+    if m is not None:
+        out = jnp.where(m.any(-1)[..., None], out, 0.0)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, hq, d).astype(q.dtype)
+
+
+def attend_cached(q, k, v, cache_k, cache_v, cache_mask, mask=None, *, scale: float | None = None):
+    """New tokens attending to a cache they are not yet written into, then to themselves.
+
+    q (B, T, Hq, D), k/v (B, T, Hkv, D) the new tokens; cache_k/cache_v (B, Hkv, S, D), the
+    cache layout (one contiguous (S, D) block per head: no transposes in decode);
+    cache_mask (B, T|1, S) bool over cache slots; mask (B, T, T) over the new tokens (default
+    causal). One softmax over [cache | new] in fp32. Reading the old cache and writing the new
+    rows afterwards lets XLA update the cache in place. Returns (B, T, Hq, D) in q's dtype.
+    """
+    b, t, hq, d = q.shape
+    hkv = k.shape[2]
+    scale = d**-0.5 if scale is None else scale
+    qg = q.reshape(b, t, hkv, hq // hkv, d)
+    lc = jnp.einsum("btkgd,bksd->bkgts", qg, cache_k, preferred_element_type=jnp.float32) * scale
+    ln = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+    if mask is None:
+        mask = jnp.tril(jnp.ones((t, t), bool))[None]
+    mc = jnp.broadcast_to(jnp.asarray(cache_mask, bool), (b, t, cache_k.shape[2]))[:, None, None]
+    mn = jnp.broadcast_to(jnp.asarray(mask, bool), (b, t, t))[:, None, None]
+    lc, ln = jnp.where(mc, lc, _NEG), jnp.where(mn, ln, _NEG)
+    peak = jax.lax.stop_gradient(jnp.maximum(lc.max(-1), ln.max(-1)))[..., None]
+    pc, pn = jnp.exp(lc - peak), jnp.exp(ln - peak)
+    total = pc.sum(-1) + pn.sum(-1)
+    out = (jnp.einsum("bkgts,bksd->bkgtd", pc.astype(v.dtype), cache_v, preferred_element_type=jnp.float32)
+           + jnp.einsum("bkgts,bskd->bkgtd", pn.astype(v.dtype), v, preferred_element_type=jnp.float32))
+    out = out / total[..., None]
+    out = jnp.where((mc.any(-1) | mn.any(-1))[..., None], out, 0.0)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, hq, d).astype(q.dtype)
+
+
 IMPLS = ("auto", "dense", "blockwise", "pallas_tpu", "pallas_gpu", "pallas_interpret")
 _ALIASES = {"xla": "dense"}  # the name of the dense path before blockwise attention existed
 DENSE_MAX_SCORES = 1024 * 1024  # "auto" off TPU/GPU: dense while Tq·S ≤ this, blockwise above (docs/kernels.md)
@@ -115,10 +165,7 @@ def attend(
             start = s - t if q_offset is None else q_offset
             lmask = jnp.asarray(layout.mask_rows(start, start + t, s))
             mask = lmask if mask is None else jnp.logical_and(jnp.asarray(mask, bool), lmask)
-        hkv = k.shape[2]
-        probs = attention_probs(q, k, mask, scale=scale).reshape(b, hkv, hq // hkv, t, s)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
-        return out.reshape(b, t, hq, d).astype(q.dtype)
+        return _dense(q, k, v, mask, d**-0.5 if scale is None else scale)
     if choice == "blockwise":
 
         return blockwise_attention(q, k, v, layout, scale=scale, q_offset=q_offset)[0]

@@ -52,7 +52,7 @@ def _export(args) -> None:
 def _generate(args) -> None:
     import lvjax
 
-    model = lvjax.load(args.model)
+    model = lvjax.load(args.model, mesh=args.mesh)
     if not hasattr(model, "tokenizer") or not hasattr(model, "generate"):
         raise ConfigError(f"{args.model}: not a text-only language model (use `lvjax answer` for video models)")
     tok = model.tokenizer
@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True, help="text to continue (UTF-8)")
     p.add_argument("--max-new-tokens", type=positive_int, default=32, help="number of new tokens")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,tensor=4 (axes data, fsdp, tensor, sequence; default: one device)")
     p.set_defaults(func=_generate)
 
     p = add("info", "family, parameter count, dtype, sizes and default sampling of a model")

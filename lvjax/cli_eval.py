@@ -39,7 +39,7 @@ def _eval(args) -> None:
 
         if args.compilation_cache is not None:
             lvjax.enable_compilation_cache(args.compilation_cache or None)
-        model = lvjax.load(args.model)
+        model = lvjax.load(args.model, mesh=args.mesh)
         if not hasattr(model, "answer"):
             raise ConfigError(f"{args.model}: a text-only language model cannot answer about videos")
         options = runner.answer_options(max_frames=args.max_frames, min_frames=args.min_frames, fps=args.fps,
@@ -83,6 +83,7 @@ def register(sub) -> None:
     p.add_argument("--fps", type=positive_float, help="sampling rate in frames/s (default: the protocol's)")
     p.add_argument("--compression", help="in-LLM compression plan (default: from config)")
     p.add_argument("--max-new-tokens", type=positive_int, help="answer length cap (default: the original's, 16 or 32)")
+    p.add_argument("--mesh", help="device mesh, e.g. data=2,tensor=4 (axes data, fsdp, tensor, sequence; default: one device)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     p.add_argument("--compilation-cache", metavar="DIR", nargs="?", const="", help="reuse compiled XLA programs across runs")
     p.set_defaults(func=_eval)

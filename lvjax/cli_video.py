@@ -14,6 +14,7 @@ from lvjax.errors import UsageError
 def _add_video_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="PATH", help="video model: HF folder (original format) or lvjax checkpoint")
     p.add_argument("--video", required=True, metavar="FILE", help="video file, folder of frames, or an image")
+    p.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,tensor=4 (axes data, fsdp, tensor, sequence; default: one device)")
     p.add_argument("--max-frames", type=positive_int, default=None,
                    help="most frames sampled (default: the family's, e.g. 512 for VideoChat-Flash; see `lvjax info`)")
     p.add_argument("--min-frames", type=positive_int, default=None,
@@ -75,7 +76,7 @@ def _load(args):
 
     if args.compilation_cache is not None:
         lvjax.enable_compilation_cache(args.compilation_cache or None)
-    return _video_model(lvjax.load(args.model), args.model)
+    return _video_model(lvjax.load(args.model, mesh=args.mesh), args.model)
 
 
 def _answer(args) -> None:

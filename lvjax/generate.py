@@ -128,7 +128,7 @@ def _decode(params, cfg: LLMConfig, gen: GenerationConfig, last_hidden, caches, 
     return tokens, lengths
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "gen", "drops", "visual_start", "n_visual"))
+@functools.partial(jax.jit, static_argnames=("cfg", "gen", "drops", "visual_start", "n_visual", "pad_span"))
 def generate_from_embeds(
     params: dict,
     x: jax.Array,
@@ -141,14 +141,18 @@ def generate_from_embeds(
     drops: tuple = (),
     visual_start: int = 0,
     n_visual: int = 0,
+    pad_span=None,
 ) -> tuple[jax.Array, jax.Array]:
     """Generate from prompt embeddings x (B, T, D) whose last slot holds each row's last token.
 
     valid (B, T) marks real prompt slots; seen (B, V) bool the tokens the repetition penalty
-    starts from. Returns (tokens (B, max_new_tokens) int32, number generated per row (B,)).
+    starts from; `pad_span` the static padding (see `llm.prefill`; () for none lets a long
+    prompt use the blockwise / kernel attention). Returns (tokens (B, max_new_tokens) int32,
+    number generated per row (B,)).
     """
     h, _, caches, _ = llm.prefill(
-        params, cfg, x, valid, drops=drops, visual_start=visual_start, n_visual=n_visual, max_new=gen.max_new_tokens
+        params, cfg, x, valid, drops=drops, visual_start=visual_start, n_visual=n_visual, max_new=gen.max_new_tokens,
+        pad_span=pad_span,
     )
     return _decode(params, cfg, gen, h[:, -1:], caches, 0, seen, rng)
 

@@ -13,12 +13,14 @@ uint8 (H, W, 3) array.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
 import time
 from typing import Any, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,7 +39,6 @@ from lvjax.generate import (
     seen_from_ids,
 )
 from lvjax.models import llm
-from lvjax.models.qwen2 import Qwen2
 from lvjax.video import (
     IMAGE_EXTENSIONS,
     VideoError,
@@ -86,11 +87,23 @@ def check_sampling_options(fps=None, max_frames=None, min_frames=None, start=Non
 
 
 class Model:
-    """A loaded model of any family: `.family`, `.config`, `.params`, `.generation`, `.source`."""
+    """A loaded model of any family: `.family`, `.config`, `.params`, `.generation`, `.source`;
+    `.mesh` (None on one device), `.rules` (logical axis → mesh axes), `.load_report` (see `lvjax.load`)."""
 
-    def __init__(self, family: Family, config, params: dict, generation: GenerationConfig, source: str):
+    def __init__(self, family: Family, config, params: dict, generation: GenerationConfig, source: str, *,
+                 mesh=None, rules=(), load_report: dict | None = None):
         self.family, self.config, self.params, self.generation, self.source = family, config, params, generation, source
+        self.mesh, self.rules, self.load_report = mesh, tuple(rules), load_report or {}
         self._tokenizer = None
+
+    @contextlib.contextmanager
+    def _sharded(self):
+        """Trace under the mesh and the logical rules, so activation / cache constraints apply."""
+        if self.mesh is None:
+            yield
+            return
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+            yield
 
     # ------------------------------------------------------------------ description and text side
 
@@ -149,7 +162,8 @@ class Model:
         if ids.ndim != 2 or mask.shape != ids.shape:
             raise UsageError(f"input_ids must be (B, T) and attention_mask the same shape; got {ids.shape}, {mask.shape}")
         self.check_ids(ids)
-        return np.asarray(_logits(self._llm_params, jnp.asarray(ids), jnp.asarray(mask), cfg=self._llm_cfg))
+        with self._sharded():
+            return np.asarray(_logits(self._llm_params, jnp.asarray(ids), jnp.asarray(mask), cfg=self._llm_cfg))
 
     def generate(self, input_ids, attention_mask=None, *, max_new_tokens: int | None = None, seed: int | None = None,
                  **options) -> np.ndarray:
@@ -169,9 +183,10 @@ class Model:
         mask = np.ones_like(ids, bool) if attention_mask is None else np.asarray(attention_mask, bool).reshape(ids.shape)
         ids, valid = right_align(ids, mask, bucket(int(mask.sum(1).max())), gen.pad_token_id)
         seen = seen_from_ids(ids, valid, self._llm_cfg.vocab_size)
-        x = llm.embed(self._llm_params, self._llm_cfg, jnp.asarray(ids))
-        tokens, _ = generate_from_embeds(self._llm_params, x, jnp.asarray(valid), jnp.asarray(seen), sample_rng(seed),
-                                         cfg=self._llm_cfg, gen=gen)
+        with self._sharded():
+            x = llm.embed(self._llm_params, self._llm_cfg, jnp.asarray(ids))
+            tokens, _ = generate_from_embeds(self._llm_params, x, jnp.asarray(valid), jnp.asarray(seen),
+                                             sample_rng(seed), cfg=self._llm_cfg, gen=gen)
         return np.asarray(tokens)
 
     @property
@@ -226,7 +241,8 @@ class Model:
         frames = self.frames(video, fps=fps, max_frames=max_frames, min_frames=min_frames,
                              duplicate_to_min=duplicate_to_min, start=start, end=end, progress=progress)
         t_read = time.perf_counter() - t0
-        encoded = self.family.encode(self.params, self.config, frames, intermediates=intermediates, **options)
+        with self._sharded():
+            encoded = self.family.encode(self.params, self.config, frames, intermediates=intermediates, **options)
         encoded.seconds = {"read": t_read, **encoded.seconds}
         return encoded
 
@@ -268,8 +284,9 @@ class Model:
         gen = self.generation.replace(max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS, do_sample=do_sample,
                                       temperature=temperature, top_p=top_p, top_k=top_k,
                                       repetition_penalty=repetition_penalty)
-        tokens, report = self.family.answer_encoded(self, encoded, question, history=history, gen=gen, seed=seed,
-                                                    **options)
+        with self._sharded():
+            tokens, report = self.family.answer_encoded(self, encoded, question, history=history, gen=gen, seed=seed,
+                                                        **options)
         tokens = [int(t) for t in tokens]
         stop = next((i for i, t in enumerate(tokens) if t in gen.eos_token_ids), len(tokens))
         text = self.tokenizer.decode(tokens[:stop], skip_special_tokens=True).strip()
@@ -308,7 +325,8 @@ _ENCODE_OPTIONS = frozenset({"qc"})  # family options that also shape the encodi
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _logits(params, ids, mask, *, cfg):
-    return Qwen2(cfg).apply({"params": params}, ids, mask)
+    hidden = llm.prefill(params, cfg, llm.embed(params, cfg, ids), mask)[0]
+    return llm.head(params, cfg, hidden)
 
 
 def _is_image(media: Any) -> bool:

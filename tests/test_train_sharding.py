@@ -27,7 +27,7 @@ def _worker() -> None:
     import numpy as np
 
     from lvjax.config import LLMConfig
-    from lvjax.train import mesh as M
+    from lvjax import sharding as M
     from lvjax.train import objective, optim
     from lvjax.train import step as st
     from lvjax.train.config import DEFAULT_RULES, OptimSection
@@ -113,7 +113,7 @@ def _video_worker() -> None:
     import jax
     import numpy as np
 
-    from lvjax.train import mesh as M
+    from lvjax import sharding as M
     from lvjax.train import objective, optim, synthetic
     from lvjax.train import step as st
     from lvjax.train.config import load_config

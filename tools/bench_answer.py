@@ -22,12 +22,18 @@ shapes (jax.eval_shape) and prints the parameter count.
     python tools/bench_answer.py --frames 64 --compression none
     python tools/bench_answer.py --preset real --frames 64,256,1024 --dtype bfloat16   # GPU
     python tools/bench_answer.py --preset real --dry-run
+    python tools/bench_answer.py --frames 1024 --attention dense       # vs --attention blockwise
+
+--attention sets the LLM prefill attention (auto: blockwise XLA above 2048 tokens on CPU,
+the kernels on GPU/TPU; dense: the masked S×S path). The last line is the process's peak
+RSS (run one process per setting to compare them).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -142,6 +148,8 @@ def main(argv=None) -> int:
     ap.add_argument("--compression", default="xcomp_cosine", help="in-LLM plan (default: %(default)s)")
     ap.add_argument("--new-tokens", type=int, default=16, help="tokens decoded per answer (default: %(default)s)")
     ap.add_argument("--dtype", default="float32", help="compute dtype (default: %(default)s)")
+    ap.add_argument("--attention", default="auto", choices=("auto", "dense", "blockwise"),
+                    help="LLM prefill attention (default: %(default)s)")
     ap.add_argument("--workdir", help="where the video and model go (default: a temp dir)")
     ap.add_argument("--dry-run", action="store_true", help="--preset real: build config + abstract params only")
     args = ap.parse_args(argv)
@@ -158,14 +166,16 @@ def main(argv=None) -> int:
             return 0
         n_video = max(frames)
         video = render_video(os.path.join(work, f"synthetic_{n_video}.mp4"), n_video, args.video_fps, args.size)
+        model.config = model.config.replace(llm=model.config.llm.replace(attention_impl=args.attention))
         cfg = model.config
         print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); preset {args.preset}: vision "
               f"{cfg.vision.image_size} px {cfg.vision.hidden_size}×{cfg.vision.num_blocks} blocks, LLM "
               f"{cfg.llm.hidden_size}×{cfg.llm.num_hidden_layers} ({cfg.llm.num_attention_heads}/{cfg.llm.num_key_value_heads} "
-              f"heads), vocab {cfg.llm.vocab_size}, {args.dtype}; compression {args.compression}; video "
+              f"heads), vocab {cfg.llm.vocab_size}, {args.dtype}, attention {args.attention}; compression {args.compression}; video "
               f"{n_video} frames {args.size}px at {args.video_fps} fps; {args.new_tokens} new tokens; setup "
               f"{time.perf_counter() - t0:.1f} s")
-        opts = dict(compression=args.compression, max_new_tokens=args.new_tokens, eos_token_ids=())
+        model.generation = model.generation.replace(eos_token_ids=())  # decode exactly --new-tokens
+        opts = dict(compression=args.compression, max_new_tokens=args.new_tokens)
         print(f"{'frames':>6} {'round':<6}{'question':<9}" + "".join(f"{s:>9}" for s in STAGES)
               + f"{'total':>9}{'prompt':>8}{'visual@L':>9}{'prefill vs q1':>14}")
         for n in frames:
@@ -185,6 +195,8 @@ def main(argv=None) -> int:
                           + "".join(f"{sec[s]:>9.3f}" for s in STAGES) + f"{sum(sec.values()):>9.2f}"
                           + f"{rep['prompt_tokens']:>8}{plan.visual_tokens_at(plan.num_layers, rep['visual_tokens']):>9}"
                           + (f"{ratio:>14.3f}" if qi else f"{'':>14}"), flush=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
+    print(f"peak RSS {peak:.2f} GiB")
     return 0
 
 

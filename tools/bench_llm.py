@@ -3,7 +3,8 @@
     python tools/bench_llm.py                       # small CPU config
     python tools/bench_llm.py --preset qwen2.5-1.5b  # the VideoChat-Flash-2B LLM shapes (GPU)
 
-Prints tokens/s for both and the lvjax / transformers ratios.
+Prints tokens/s for both and the lvjax / transformers ratios. torch runs on as many threads as
+XLA's CPU pool (the machine's cores; --threads to change torch's).
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ def main(argv=None) -> int:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores, as XLA)")
     args = ap.parse_args(argv)
 
     import jax
     import jax.numpy as jnp
     import torch
 
+    torch.set_num_threads(args.threads)
     import lvjax
     from lvjax.generate import generate_from_embeds
     from lvjax.models import llm
@@ -69,7 +72,8 @@ def main(argv=None) -> int:
     key = jax.random.key(0)
 
     def run(g):
-        return generate_from_embeds(model.params, x, valid, seen, key, cfg=cfg, gen=g)[0].block_until_ready()
+        return generate_from_embeds(model.params, x, valid, seen, key, cfg=cfg, gen=g,
+                                    pad_span=())[0].block_until_ready()  # no padding: blockwise above 2048
 
     run(gen1), run(gen)  # compile
     jx_prefill = _best(lambda: run(gen1), args.repeats)

@@ -13,6 +13,17 @@ needed; it counts what XLA must hold at the backward peak, not allocator slack:
   (LP-Comp shrinks it), plus the recompute peak of one layer (dense attention scores unless
   --flash), the logits of the text tokens (fp32, + grad), and the frozen ViT's forward of one
   clip batch.
+
+--inference plans `lvjax.load(path, mesh=...)` answering one video instead (no config needed):
+
+    python tools/plan_memory.py --inference --frames 1024,4096 --mesh data=2,tensor=4 --attention blockwise
+    python tools/plan_memory.py --inference --model PATH/config.json --compression none --dtype float32
+
+  params per device (matrices / (fsdp × tensor), vectors replicated, in --dtype); the KV caches of
+  every layer at its own length (LP-Comp shrinks it) + the new tokens, batch over data × fsdp and
+  KV heads over tensor; the prefill activation peak of the longest layer (dense: Hq·S² fp32 scores
+  and their exponentials; blockwise: one 512-key block per query row) plus its MLP; the ViT on one
+  clip batch per data shard. Without --model: the VideoChat-Flash-2B sizes.
 """
 
 from __future__ import annotations
@@ -139,21 +150,88 @@ def plan(cfg, frames: int, mesh: tuple[int, int, int, int], remat: str, flash: b
             "logits": logits, "vision": vision, "total": total}
 
 
+def plan_inference(hf: dict, family: str, frames: int, compression: str, mesh: dict, dtype: str, attention: str,
+                   batch: int = 1, text: int = 256, new_tokens: int = 512, block: int = 512) -> dict:
+    """Per-device bytes of answering: params, KV caches, prefill activation peak, ViT (see the module doc)."""
+    data, fsdp, tensor = mesh.get("data", 1), mesh.get("fsdp", 1), mesh.get("tensor", 1)
+    cb = BYTES[dtype]
+    counts = count_params(hf, family)
+    params = sum((mat / (fsdp * tensor) + vec) * cb for mat, vec in counts.values())
+    d, i, l = hf["hidden_size"], hf["intermediate_size"], hf["num_hidden_layers"]
+    hq, hkv = hf["num_attention_heads"], hf.get("num_key_value_heads", hf["num_attention_heads"])
+    hd = hf.get("head_dim") or d // hq
+    b = math.ceil(batch / (data * fsdp))
+    per_frame = lp_comp_tokens(l) if compression == "xcomp_cosine" else [16] * l
+    lengths = [text + frames * n for n in per_frame]
+    kv = sum(2 * b * math.ceil(hkv / tensor) * (s + new_tokens) * hd * cb for s in lengths)
+    s_max = max(lengths)
+    keys = s_max if attention == "dense" else min(block, s_max)
+    attn = b * math.ceil(hq / tensor) * s_max * keys * 4 * 2
+    mlp = b * s_max * (i / tensor) * cb * 3 + b * s_max * d * cb * 6
+    vision = 0.0
+    if family == "videochat_flash":
+        vt = {**REAL_2B["vision_tower_config"], **(hf.get("vision_tower_config") or {})}
+        c, clip = vt["hidden_size"], hf.get("mm_local_num_frames", 4)
+        tokens = clip * (vt["image_size"] // vt["patch_size"]) ** 2
+        clip_batch = min(8, math.ceil(frames / clip / data))
+        vision = clip_batch * tokens * (c * 6 + int(c * vt["mlp_ratio"])) * cb
+        vision += clip_batch * vt["num_attention_heads"] * tokens * tokens * 4
+    act = attn + mlp + b * hf["vocab_size"] / tensor * 4
+    return {"frames": frames, "seq_max": s_max, "params": params, "kv_cache": kv, "prefill_peak": act,
+            "vision": vision, "total": params + kv + max(act, vision)}
+
+
+def main_inference(a) -> int:
+    from lvjax.sharding import AXES, parse_mesh
+
+    hf = dict(REAL_2B)
+    if a.model:
+        with open(a.model) as f:
+            hf = json.load(f)
+    family = "videochat_flash" if "vision_tower_config" in hf or "mm_hidden_size" in hf else "qwen2"
+    mesh = dict(zip(AXES, parse_mesh(a.mesh or "")))
+    frames = [int(x) for x in (a.frames or "1024").split(",")]
+    rows = [plan_inference(hf, family, f, a.compression, mesh, a.dtype, a.attention) for f in frames]
+    if a.json:
+        for r in rows:
+            print(json.dumps(r))
+        return 0
+    cols = ["params", "kv_cache", "prefill_peak", "vision", "total"]
+    print(f"inference, {family}, mesh {a.mesh or 'one device'}, {a.dtype}, {a.attention} attention, compression "
+          f"{a.compression}, GiB per device (total = params + KV + the larger of prefill and ViT peaks)")
+    print(f"{'frames':>7} {'seq':>7} " + " ".join(f"{c:>13}" for c in cols))
+    for r in rows:
+        flag = "  (does not fit)" if a.hbm_gib and r["total"] / GiB > a.hbm_gib else ""
+        print(f"{r['frames']:>7} {r['seq_max']:>7} " + " ".join(f"{r[c] / GiB:>13.2f}" for c in cols) + flag)
+    return 0
+
+
 def main(argv=None) -> int:
     from lvjax.train.config import load_config
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--config", required=True, help="training YAML (configs/*.yaml)")
+    p.add_argument("--config", help="training YAML (configs/*.yaml); required unless --inference")
+    p.add_argument("--inference", action="store_true", help="plan answering instead of training (see above)")
+    p.add_argument("--model", help="--inference: a config.json (default: VideoChat-Flash-2B sizes)")
+    p.add_argument("--compression", default="xcomp_cosine", help="--inference: in-LLM plan (default: %(default)s)")
+    p.add_argument("--dtype", default="bfloat16", choices=sorted(BYTES), help="--inference: dtype (default: %(default)s)")
+    p.add_argument("--attention", default="blockwise", choices=("dense", "blockwise"),
+                   help="--inference: prefill attention (default: %(default)s)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--frames", default=None, help="frame counts, comma-separated (default: data.max_frames)")
-    p.add_argument("--mesh", default=None, help="data,fsdp,tensor,sequence sizes (default: the config's, -1 → --devices)")
+    p.add_argument("--mesh", default=None, help="data,fsdp,tensor,sequence sizes (default: the config's, -1 → --devices);"
+                   " --inference: data=2,tensor=4")
     p.add_argument("--devices", type=int, default=8, help="device count used to fill -1 in the mesh (default 8)")
     p.add_argument("--remat", default=None, help="remat policies to compare, comma-separated (default: the config's)")
     p.add_argument("--flash", action="store_true", help="assume a flash/block-sparse attention kernel (no S×S scores)")
     p.add_argument("--hbm-gib", type=float, default=None, help="device memory, to flag plans that do not fit")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     a = p.parse_args(argv)
+    if a.inference:
+        return main_inference(a)
+    if not a.config:
+        p.error("--config is required (or --inference)")
     cfg = load_config(a.config, a.overrides)
     sizes = [int(x) for x in a.mesh.split(",")] if a.mesh else [cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor,
                                                                  cfg.mesh.sequence]

@@ -19,7 +19,8 @@ import os
 import re
 import shutil
 import warnings
-from typing import Any, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
@@ -82,15 +83,49 @@ def _weight_files(folder: str) -> list[str]:
     raise ConversionError(f"{folder}: no model.safetensors or model.safetensors.index.json")
 
 
-def read_hf_folder(folder: str, progress: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
-    """(config dict, {key: numpy array}) of a Hugging Face model folder."""
+class LazyTensors(Mapping):
+    """{key: numpy array} over the safetensors files of a folder, read one tensor per lookup.
+
+    Only the headers are read up front; nothing is cached, so a loader that places each
+    parameter as it goes never holds more than the tensors of one parameter on the host.
+    """
+
+    def __init__(self, files: list[str], progress: bool = False):
+        self._where: dict[str, str] = {}
+        for path in files:
+            try:
+                with safe_open(path, framework="numpy") as f:
+                    keys = list(f.keys())
+            except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+                raise ConversionError(f"{path}: not a readable safetensors file ({e})") from None
+            for key in tqdm(keys, desc=f"indexing {os.path.basename(path)}", disable=None if progress else True, leave=False):
+                if key in self._where:
+                    raise ConversionError(f"{path}: key {key!r} appears in more than one shard")
+                self._where[key] = path
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        path = self._where[key]
+        try:
+            with safe_open(path, framework="numpy") as f:
+                return f.get_tensor(key)
+        except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+            raise ConversionError(f"{path}: cannot read tensor {key!r} ({e})") from None
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+def open_hf_folder(folder: str, progress: bool = False) -> tuple[dict, LazyTensors]:
+    """(config dict, lazily read tensors) of a Hugging Face model folder."""
     if not os.path.exists(folder):
         raise ConfigError(f"{folder}: no such directory")
     if not os.path.isdir(folder):
         raise ConfigError(f"{folder}: not a directory (expected a Hugging Face model folder)")
     hf_config = read_json(os.path.join(folder, "config.json"))
     check_sizes(hf_config, os.path.join(folder, "config.json"))  # before any tensor is read
-    tensors: dict[str, np.ndarray] = {}
     files = _weight_files(folder)
     headers = {path: check_safetensors_header(path) for path in files}
     seen: dict[str, str] = {}
@@ -99,15 +134,13 @@ def read_hf_folder(folder: str, progress: bool = True) -> tuple[dict, dict[str, 
             if key in seen:
                 raise ConversionError(f"{path}: key {key!r} also appears in {seen[key]}")
             seen[key] = path
-    for path in files:
-        try:
-            with safe_open(path, framework="numpy") as f:
-                for key in tqdm(list(f.keys()), desc=f"reading {os.path.basename(path)}",
-                                disable=None if progress else True, leave=False):
-                    tensors[key] = f.get_tensor(key)
-        except (OSError, ValueError, RuntimeError, SafetensorError) as e:
-            raise ConversionError(f"{path}: not a readable safetensors file ({e})") from None
-    return hf_config, tensors
+    return hf_config, LazyTensors(files, progress)
+
+
+def read_hf_folder(folder: str, progress: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """(config dict, {key: numpy array}) of a Hugging Face model folder, all tensors read."""
+    hf_config, lazy = open_hf_folder(folder, progress)
+    return hf_config, {k: lazy[k] for k in tqdm(lazy, desc="reading", disable=None if progress else True, leave=False)}
 
 
 def check_finite(tensors: Mapping[str, np.ndarray], source: str) -> None:
@@ -128,8 +161,12 @@ def config_from_hf(family: Family, hf: dict, source: str):
         raise ConfigError(f"{source}: invalid {family.name} config ({type(e).__name__}: {e})") from None
 
 
-def hf_to_params(family: Family, cfg: Any, tensors: dict[str, np.ndarray], source: str, progress: bool = True):
-    """Map HF tensors to a nested params dict; returns (params, stored_tied_lm_head)."""
+def hf_to_params(family: Family, cfg: Any, tensors: Mapping[str, np.ndarray], source: str, progress: bool = True,
+                 place: Callable[[str, np.ndarray], Any] | None = None):
+    """Map HF tensors to a nested params dict; returns (params, stored_tied_lm_head).
+
+    `place(path, host_array)` (see `hf_to_lvjax`) turns each parameter into its final form as it is read.
+    """
     ignore = family.ignored_keys(cfg, frozenset(tensors))
     stored_tied = False
     tied_key = family.tied_lm_head_key(cfg)
@@ -149,7 +186,8 @@ def hf_to_params(family: Family, cfg: Any, tensors: dict[str, np.ndarray], sourc
     total = sum(len(r.hf_keys()) for r in rules)
     with tqdm(total=total, desc="converting", disable=None if progress else True, leave=False) as bar:
         try:
-            params = hf_to_lvjax(tensors, rules, expected=family.abstract_params(cfg), ignore=ignore, progress=bar.update)
+            params = hf_to_lvjax(tensors, rules, expected=family.abstract_params(cfg), ignore=ignore, progress=bar.update,
+                                  place=place)
         except ConversionError as e:
             raise ConversionError(f"{source}: {e}") from None
     return params, stored_tied

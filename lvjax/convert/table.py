@@ -82,12 +82,16 @@ def hf_to_lvjax(
     expected: Mapping | None = None,
     ignore: Iterable[str] = (),
     progress: Callable[[int], None] | None = None,
+    place: Callable[[str, np.ndarray], object] | None = None,
 ) -> dict:
     """Map an HF state dict to a nested lvjax params dict.
 
     `expected` is a nested dict of shapes (or arrays) to check against; a missing key,
     an unknown extra key (other than those in `ignore`) or a shape mismatch raises
     ConversionError naming the key. `progress(n)` is called as tensors are consumed.
+    `place(path, value)`, if given, replaces each host array (stacked over layers where the
+    rule is) by what it returns — e.g. a device array in its sharding — right after that one
+    parameter is read, so with a lazy `tensors` mapping the host holds one parameter at a time.
     """
     rules = list(rules)
     used = set(ignore)
@@ -116,7 +120,8 @@ def hf_to_lvjax(
                     + (" stacked over layers" if rule.n is not None else "")
                     + ")"
                 )
-        _set(params, rule.path, value)
+        _set(params, rule.path, value if place is None else place(rule.path, value))
+        del arrays, value
         used.update(keys)
         if progress:
             progress(len(keys))

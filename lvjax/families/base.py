@@ -111,6 +111,9 @@ class Family(abc.ABC):
     name: ClassVar[str]
     # Keyword options `answer`/`answer_encoded` accept beyond the shared ones (e.g. 'compression').
     answer_options: ClassVar[frozenset[str]] = frozenset()
+    # The LLM runs through `models.llm` (prefill / extend), which reads one array per layer best:
+    # `lvjax.load` then places the LLM `layers` as a tuple of layer trees (`llm.unstack_layers`).
+    per_layer_llm: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ recognition and config
 

@@ -17,17 +17,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lvjax.attention import DENSE_MAX_SCORES
 from lvjax.config import LLMConfig
 from lvjax.models.qwen2 import (
+    DecoderLayer,
     Qwen2,
     causal_mask,
     decoder_stack,
     positions_from_valid,
     rope_cos_sin,
 )
+from lvjax.sharding import CACHE_AXES
 
 # A drop: (hidden (B,S,D), valid (B,S), positions (B,S), query (B,S) bool, params of the next layer,
 #          visual_start, n_visual) → kept indices (B, n_keep) into the current visual block, ascending.
@@ -46,10 +50,14 @@ class Drop:
 
 @dataclasses.dataclass(frozen=True)
 class StageCache:
-    """KV cache of one stage: k, v (n_layers, B, S + max_new, Hkv, D); valid (B, S + max_new)."""
+    """KV cache of one stage: k, v tuples over its layers of (B, Hkv, S + max_new, D); valid (B, S + max_new).
 
-    k: jax.Array
-    v: jax.Array
+    One array per layer, heads before slots: a decode step reads each layer's cache as is and
+    writes one slot in place (no stacked copies, no transposes).
+    """
+
+    k: tuple
+    v: tuple
     valid: jax.Array
     prompt_len: int  # S: slots filled by the prompt
 
@@ -58,25 +66,61 @@ class StageCache:
 
     @classmethod
     def tree_unflatten(cls, prompt_len, children):
-        return cls(*children, prompt_len)
+        k, v, valid = children
+        return cls(tuple(k), tuple(v), valid, prompt_len)
 
 
 jax.tree_util.register_pytree_node(StageCache, StageCache.tree_flatten, StageCache.tree_unflatten)
+
+
+def layer_params(params: dict, i: int) -> dict:
+    """Parameters of decoder layer i, from stacked `layers` (L, ...) or a per-layer tuple (`unstack_layers`)."""
+    layers = params["layers"]
+    if isinstance(layers, (tuple, list)):
+        return layers[i]
+    return jax.tree.map(lambda a: a[i], layers)
 
 
 def _slice_layers(params: dict, start: int, stop: int) -> dict:
     return jax.tree.map(lambda a: a[start:stop], params["layers"])
 
 
-def run_layers(params: dict, cfg: LLMConfig, x, mask, positions, start: int, stop: int, caches=None, cache_index=None,
-               layout=None):
-    """Layers [start, stop) on x (B, T, D) → (x, (k, v) stacked over those layers).
+def unstack_layers(params: dict) -> dict:
+    """The LLM tree with `layers` as a tuple of per-layer trees: what decoding reads best.
 
-    A static block-sparse `layout` (self-attention only) replaces `mask` (kernels on GPU/TPU).
+    XLA copies a layer's weights out of a stacked array before each use (the dynamic slice
+    of a layer scan feeding a matmul), i.e. the whole model once per generated token; separate arrays
+    are used in place. Every function here accepts either form.
+    """
+    layers = params["layers"]
+    if isinstance(layers, (tuple, list)):
+        return params
+    n = jax.tree.leaves(layers)[0].shape[0]
+    return {**params, "layers": tuple(jax.tree.map(lambda a: a[i], layers) for i in range(n))}
+
+
+def stack_layers(params: dict) -> dict:
+    """Inverse of `unstack_layers`: `layers` stacked on a leading axis (the canonical tree)."""
+    layers = params["layers"]
+    if not isinstance(layers, (tuple, list)):
+        return params
+    return {**params, "layers": jax.tree.map(lambda *a: jnp.stack(a), *layers)}
+
+
+def run_layers(params: dict, cfg: LLMConfig, x, mask, positions, start: int, stop: int, layout=None):
+    """Layers [start, stop) on x (B, T, D) → (x, (k, v) stacked over those layers, each (n, B, T, Hkv, D)).
+
+    A static block-sparse `layout` (self-attention only) replaces `mask` (see `attend`).
     """
     cos, sin = rope_cos_sin(positions, cfg)
+    if isinstance(params["layers"], (tuple, list)):  # per-layer arrays: one layer at a time, nothing copied
+        kvs = []
+        for i in range(start, stop):
+            x, kv = DecoderLayer(cfg, layout).apply({"params": params["layers"][i]}, x, None, cos, sin, mask, None)
+            kvs.append(kv)
+        return x, jax.tree.map(lambda *a: jnp.stack(a), *kvs)
     stack = decoder_stack(cfg, stop - start, layout=layout)
-    return stack.apply({"params": _slice_layers(params, start, stop)}, x, caches, cos, sin, mask, cache_index)
+    return stack.apply({"params": _slice_layers(params, start, stop)}, x, None, cos, sin, mask, None)
 
 
 def gather_visual(arrays: Sequence[jax.Array], keep: jax.Array, visual_start: int, n_visual: int):
@@ -99,11 +143,13 @@ def _stages(n_layers: int, drops: Sequence[Drop]):
         yield cur, n_layers, None
 
 
-def use_kernels(cfg: LLMConfig) -> bool:
-    """Whether prefill self-attention goes to the block-sparse kernels (GPU/TPU, or forced by config)."""
+def use_kernels(cfg: LLMConfig, length: int = 0) -> bool:
+    """Whether prefill self-attention over `length` slots takes a layout (`attend` then picks the kernel):
+    on GPU/TPU, when forced by config, and elsewhere above DENSE_MAX_SCORES scores (blockwise XLA,
+    no S×S buffer: a 2k+-token prompt prefills on a CPU in O(S) memory)."""
     if cfg.attention_impl == "auto":
-        return jax.default_backend() in ("gpu", "tpu")
-    return cfg.attention_impl.startswith("pallas")
+        return jax.default_backend() in ("gpu", "tpu") or length * length > DENSE_MAX_SCORES
+    return cfg.attention_impl.startswith("pallas") or cfg.attention_impl == "blockwise"
 
 
 def causal_layout(length: int, pad_span: tuple[int, int] | tuple[()]):
@@ -175,16 +221,18 @@ def prefill(
     for start, stop, drop in _stages(n_layers, drops):
         if stop > start:
             layout = None
-            if pad_span is not None and use_kernels(cfg):
+            if pad_span is not None and use_kernels(cfg, x.shape[1]):
                 layout = causal_layout(x.shape[1], pad_span)
             x, kv = _run_stage(params, cfg, x, valid, start, stop, hiddens if return_hidden else None, layout)
             if max_new:
-                pad = [(0, 0), (0, 0), (0, max_new), (0, 0), (0, 0)]
+                pad = [(0, 0), (0, 0), (0, max_new), (0, 0)]
+                per_layer = [tuple(nn.with_logical_constraint(jnp.pad(a[i].transpose(0, 2, 1, 3), pad), CACHE_AXES)
+                                   for i in range(a.shape[0])) for a in kv]
                 cache_valid = jnp.pad(valid, [(0, 0), (0, max_new)])
-                caches.append(StageCache(jnp.pad(kv[0], pad), jnp.pad(kv[1], pad), cache_valid, x.shape[1]))
+                caches.append(StageCache(*per_layer, cache_valid, x.shape[1]))
         if drop is not None:
             # Attention rules score with the next layer's projections (none after the last layer).
-            next_layer = jax.tree.map(lambda a: a[min(stop, n_layers - 1)], params["layers"])
+            next_layer = layer_params(params, min(stop, n_layers - 1))
             keep = drop.select(x, valid, positions_from_valid(valid), query, next_layer, visual_start, n_visual)
             x, valid, query = gather_visual([x, valid, query], keep, visual_start, n_visual)
             if pad_span:
@@ -198,30 +246,33 @@ def extend(params: dict, cfg: LLMConfig, x: jax.Array, x_valid: jax.Array, cache
 
     The tokens are written to slots `prompt_len + offset + [0, T)` of every stage's cache;
     `x_valid` (B, T) marks real tokens (padding slots stay masked). Each token sees the valid
-    cached slots and the new ones up to itself. Returns (hidden (B, T, D) before the final
+    cached slots and the new ones up to itself. Layers run one by one on their own parameter
+    and cache arrays (see `unstack_layers`). Returns (hidden (B, T, D) before the final
     norm, updated caches).
     """
     t = x.shape[1]
+    new_mask = jnp.tril(jnp.ones((t, t), bool))[None] & x_valid[:, None, :]
     new_caches = []
-    for (start, stop), c in zip(_bounds_from_caches(cfg, caches), caches):
+    layer = 0
+    for c in caches:
         slot0 = c.prompt_len + offset
         slots = jnp.arange(c.valid.shape[1])
         count = jnp.sum(c.valid & (slots < slot0), axis=1, dtype=jnp.int32)
         positions = count[:, None] + jnp.cumsum(x_valid.astype(jnp.int32), axis=1) - 1
+        cos, sin = rope_cos_sin(jnp.maximum(positions, 0), cfg)
+        cache_mask = (c.valid & (slots < slot0))[:, None, :]
+        ks, vs = [], []
+        for kc, vc in zip(c.k, c.v):
+            x, (k, v) = DecoderLayer(cfg).apply({"params": layer_params(params, layer)}, x, (kc, vc), cos, sin,
+                                                (cache_mask, new_mask), slot0)
+            ks.append(k)
+            vs.append(v)
+            layer += 1
         valid = jax.lax.dynamic_update_slice_in_dim(c.valid, x_valid, slot0, axis=1)
-        query_slots = slot0 + jnp.arange(t)
-        mask = valid[:, None, :] & (slots[None, None, :] <= query_slots[None, :, None])
-        x, (k, v) = run_layers(params, cfg, x, mask, jnp.maximum(positions, 0), start, stop, (c.k, c.v), slot0)
-        new_caches.append(StageCache(k, v, valid, c.prompt_len))
+        new_caches.append(StageCache(tuple(ks), tuple(vs), valid, c.prompt_len))
+    if layer != cfg.num_hidden_layers:
+        raise ValueError(f"caches cover {layer} layers, the model has {cfg.num_hidden_layers}")
     return x, new_caches
-
-
-def _bounds_from_caches(cfg: LLMConfig, caches: list[StageCache]) -> list[tuple[int, int]]:
-    edges = [0]
-    for c in caches:
-        edges.append(edges[-1] + c.k.shape[0])
-    assert edges[-1] == cfg.num_hidden_layers, "caches do not cover all layers"
-    return list(zip(edges[:-1], edges[1:]))
 
 
 def head(params: dict, cfg: LLMConfig, x: jax.Array) -> jax.Array:

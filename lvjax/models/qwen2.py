@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lvjax.attention import attend
+from lvjax.attention import attend, attend_cached
 from lvjax.config import LLMConfig
 from lvjax.models.stack import scanned
 
@@ -143,9 +143,11 @@ def _dense(features, axes, cfg: LLMConfig, bias: bool, name: str | None):
 class Attention(nn.Module):
     """Grouped-query self-attention with q/k/v biases and a bias-free o_proj.
 
-    With `cache=(k, v)` (each (B, S, Hkv, D)) the new keys/values are written at
-    `cache_index` and attention runs over the whole cache; otherwise over the input itself.
-    Returns (output (B, T, D), (k, v) — the updated cache or this input's keys/values).
+    With `cache=(k, v)` (each (B, Hkv, S, D)) and `mask=(cache_mask (B, T, S), new_mask
+    (B, T, T))` the tokens attend to the cache as it was and to themselves (`attend_cached`),
+    then their keys/values are written at slot `cache_index`; otherwise attention runs over the
+    input itself. Returns (output (B, T, D), (k, v) — the updated cache, or this input's
+    keys/values (B, T, Hkv, D)).
     With a static block-sparse `layout` (self-attention only) it replaces `mask`.
 
     Extension point (Video-XL's visual summarization tokens): `beacon` names the projections
@@ -195,12 +197,14 @@ class Attention(nn.Module):
         q, k, v = self.project(x)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
-            k = jax.lax.dynamic_update_slice_in_dim(cache[0], k.astype(cache[0].dtype), cache_index, axis=1)
-            v = jax.lax.dynamic_update_slice_in_dim(cache[1], v.astype(cache[1].dtype), cache_index, axis=1)
-        if self.layout is not None:
+            cache_mask, new_mask = mask
+            out = attend_cached(q, k, v, cache[0], cache[1], cache_mask, new_mask)
+            k, v = (jax.lax.dynamic_update_slice_in_dim(c, a.astype(c.dtype).transpose(0, 2, 1, 3), cache_index, axis=2)
+                    for c, a in ((cache[0], k), (cache[1], v)))
+        elif self.layout is not None:
             out = attend(q, k, v, impl=cfg.attention_impl, layout=self.layout)
         else:
-            out = attend(q, k, v, mask)  # dense: decoding, and rows padded in different places
+            out = attend(q, k, v, mask)  # dense: rows padded in different places
         out = self.o_proj(out.reshape(b, t, cfg.num_attention_heads * cfg.head_dim))
         return out, (k, v)
 

@@ -26,21 +26,7 @@ import yaml
 
 from lvjax import families
 from lvjax.config import ConfigError
-
-# Logical axis → mesh axes (MaxText-style). Params: embed is FSDP-sharded, heads/mlp/vocab
-# tensor-sharded; activations: batch over data × fsdp, length over sequence.
-DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
-    ("activation_batch", ("data", "fsdp")),
-    ("activation_length", "sequence"),
-    ("activation_embed", None),
-    ("embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("vocab", "tensor"),
-    ("norm", None),
-    ("layers", None),
-)
+from lvjax.sharding import DEFAULT_RULES
 
 
 @dataclasses.dataclass

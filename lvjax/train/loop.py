@@ -24,7 +24,7 @@ from lvjax.train import metrics as M
 from lvjax.train import objective, optim
 from lvjax.train.checkpointing import Checkpointer
 from lvjax.train.config import TrainConfig
-from lvjax.train.mesh import (
+from lvjax.sharding import (
     describe,
     global_batch,
     make_mesh,
@@ -231,7 +231,7 @@ def train(cfg: TrainConfig, *, verbose: bool = True) -> dict:
 
 def _shardings_only(spec, tx, seed, mesh, rules):
     """State shardings without materialising a state (for restoring)."""
-    from lvjax.train.mesh import tree_shardings
+    from lvjax.sharding import tree_shardings
     from lvjax.train.step import state_shardings
 
     boxed = jax.eval_shape(lambda: objective.init_params(spec, jax.random.key(seed)))

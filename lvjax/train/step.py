@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from lvjax.train import objective, optim
-from lvjax.train.mesh import (
+from lvjax.sharding import (
     BATCH_AXES,
     batch_sharding,
     replicated,

@@ -16,6 +16,7 @@ __all__ = ["FAMILY"]
 
 class Qwen2Family(Family):
     name = "qwen2"
+    per_layer_llm = True
 
     def claims(self, hf: dict, keys: frozenset[str]) -> bool:
         # A Qwen2 config without any multimodal field (those belong to the video families).

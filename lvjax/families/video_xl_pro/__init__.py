@@ -94,6 +94,7 @@ def prepare_inputs(params: dict, cfg: VideoXLProConfig, pooled, time_ids: np.nda
 
 class VideoXLProFamily(Family):
     name = "video_xl_pro"
+    per_layer_llm = True
     answer_options = frozenset({"keep_rate", "pad_repeat_counts", "pad_seed"})
 
     # ------------------------------------------------------------------ config

@@ -21,6 +21,7 @@ __all__ = ["FAMILY", "QCCompConfig", "VideoChatFlashConfig"]
 
 class VideoChatFlashFamily(Family):
     name = "videochat_flash"
+    per_layer_llm = True
     answer_options = frozenset({"compression", "qc"})
 
     def claims(self, hf: dict, keys: frozenset[str]) -> bool:

@@ -200,7 +200,7 @@ def _prefill_whole(model, visual, n_valid, prefix, suffix, plan_drops, gen):
     n_suffix, n_slots = bucket(len(suffix)), int(visual.shape[0])
     ids, valid = layout(model.generation.pad_token_id, prefix, n_slots, n_valid, suffix, n_suffix)
     x = _splice(model.params, jnp.asarray(ids), visual[None], cfg=cfg, visual_start=len(prefix))
-    pad_span = _static_pad_span(cfg, len(prefix) + n_valid, len(prefix) + n_slots + n_suffix - len(suffix))
+    pad_span = _static_pad_span(cfg, len(prefix) + n_valid, len(prefix) + n_slots + n_suffix - len(suffix), ids.shape[1])
     last, caches = prefill_cache(model.params["llm"], x, jnp.asarray(valid), cfg=cfg.llm, max_new=gen.max_new_tokens,
                                  drops=plan_drops, visual_start=len(prefix), n_visual=n_slots, pad_span=pad_span)
     return last, caches, 0
@@ -219,7 +219,7 @@ def _prefill_reusing(model, encoded, prefix, suffix, plan_drops, gen):
         budget = max(budget, 2 * n_suffix + gen.max_new_tokens)  # room for longer follow-up questions
         _, caches = prefill_cache(model.params["llm"], x, jnp.asarray(valid), cfg=cfg.llm, max_new=budget,
                                   drops=plan_drops, visual_start=len(prefix), n_visual=n_slots,
-                                  pad_span=_static_pad_span(cfg, len(prefix) + n_valid, len(prefix) + n_slots))
+                                  pad_span=_static_pad_span(cfg, len(prefix) + n_valid, len(prefix) + n_slots, ids.shape[1]))
         encoded.cache[key] = (caches, budget)
     caches = encoded.cache[key][0]
     ids = np.full((1, n_suffix), model.generation.pad_token_id, np.int32)
@@ -230,14 +230,15 @@ def _prefill_reusing(model, encoded, prefix, suffix, plan_drops, gen):
     return last, caches, n_suffix
 
 
-def _static_pad_span(cfg, start: int, stop: int) -> tuple[int, int] | None:
-    """The padding span as a static kernel layout — only where the kernels run.
+def _static_pad_span(cfg, start: int, stop: int, length: int) -> tuple[int, int] | None:
+    """The padding span as a static attention layout — only where a layout is used (`llm.use_kernels`).
 
     The dense path masks padding from `valid` alone, so there it is None and one compiled
-    prefill serves a whole frame bucket; a kernel layout is static, so on GPU/TPU the prefill
-    compiles once per real frame count (the ViT still once per bucket).
+    prefill serves a whole frame bucket; a layout is static, so with the kernels (GPU/TPU) or
+    the blockwise path (long prompts on CPU) the prefill compiles once per real frame count
+    (the ViT still once per bucket).
     """
-    return (start, stop) if llm.use_kernels(cfg.llm) else None
+    return (start, stop) if llm.use_kernels(cfg.llm, length) else None
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))

@@ -40,6 +40,9 @@ class KeepTopAttention:
 
     Uses the *next* layer's input norm, q/k projections and RoPE at the current positions;
     causal fp32 softmax per head, mean over heads and query rows, top-k, sorted by position.
+    The query rows lie after the visual block (the question; in training the text before each
+    answer), so only rows [visual_start + n_visual, S) are scored: (B, Hq, S − that, S)
+    probabilities instead of S×S. Query rows before the end of the visual block are ignored.
     """
 
     cfg: LLMConfig
@@ -47,15 +50,15 @@ class KeepTopAttention:
 
     def __call__(self, x, valid, positions, query, layer_params, visual_start, n_visual):
         cfg = self.cfg
-        b, s, _ = x.shape
         h = RMSNorm(cfg.rms_norm_eps, cfg.dtype, cfg.param_dtype).apply(
             {"params": layer_params["input_layernorm"]}, x
         )
-        q = scoring_projection(layer_params, cfg, h, "q_proj", cfg.num_attention_heads, positions)
+        first = visual_start + n_visual
+        q = scoring_projection(layer_params, cfg, h[:, first:], "q_proj", cfg.num_attention_heads, positions[:, first:])
         k = scoring_projection(layer_params, cfg, h, "k_proj", cfg.num_key_value_heads, positions)
-        probs = attention_probs(q, k, causal_mask(valid)).mean(axis=1)  # (B, S, S)
-        visual = jax.lax.dynamic_slice_in_dim(probs, visual_start, n_visual, axis=2)  # (B, S, Nv)
-        w = query.astype(jnp.float32)
+        probs = attention_probs(q, k, causal_mask(valid)[:, first:]).mean(axis=1)  # (B, S - first, S)
+        visual = jax.lax.dynamic_slice_in_dim(probs, visual_start, n_visual, axis=2)  # (B, S - first, Nv)
+        w = query[:, first:].astype(jnp.float32)
         score = jnp.einsum("bs,bsv->bv", w, visual) / jnp.maximum(w.sum(axis=1, keepdims=True), 1.0)
         top = jax.lax.top_k(score, self.n_keep)[1]
         return jnp.sort(top, axis=1).astype(jnp.int32)

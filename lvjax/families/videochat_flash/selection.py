@@ -182,7 +182,7 @@ def chunk_clip_scores(params: dict, x: jax.Array, *, cfg: LLMConfig, drops: tupl
     scores = []
     for layer, h in enumerate(hiddens):
         nv = h.shape[1] - n_text
-        layer_params = jax.tree.map(lambda a: a[layer], params["layers"])
+        layer_params = llm.layer_params(params, layer)
         scores.append(layer_clip_scores(layer_params, cfg, h[0], visual_start=visual_start, n_visual=nv,
                                         n_clips=n_clips, text_end=visual_start + nv + n_after, qc=qc))
     return jnp.stack(scores)

@@ -1,8 +1,11 @@
-"""Device mesh, logical-axis rules and the shardings they give params, optimizer state and batches.
+"""Device mesh, logical-axis rules and the shardings they give params, caches, activations and batches.
 
-Mesh axes are ('data', 'fsdp', 'tensor', 'sequence'); sizes come from the config (-1 fills).
-Parameters carry logical axis names (`nn.with_logical_partitioning` in the model); the rules
-table maps each name to mesh axes, so re-sharding never touches model code.
+Shared by inference (`lvjax.load(path, mesh=...)`) and training. Mesh axes are ('data', 'fsdp',
+'tensor', 'sequence'); sizes come from a config or a string "data=2,tensor=4" (-1 fills,
+missing axes are 1). Parameters carry logical axis names (`nn.with_logical_partitioning` in the
+model); `DEFAULT_RULES` maps each name to mesh axes, so re-sharding never touches model code:
+the ViT runs data-parallel over clips (`activation_batch`), the LLM tensor-parallel over
+heads / MLP / vocab, a KV cache (B, Hkv, S, D) over batch × KV heads.
 """
 
 from __future__ import annotations
@@ -21,6 +24,25 @@ from lvjax.config import ConfigError
 
 AXES = ("data", "fsdp", "tensor", "sequence")
 BATCH_AXES = ("data", "fsdp")
+
+# logical name → mesh axes. Parameters: embed, mlp, heads, kv_heads, vocab, norm, layers.
+# Activations: activation_batch/length/embed. KV caches (B, Hkv, S, D): cache_batch/heads/length.
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_length", "sequence"),
+    ("activation_embed", None),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("vocab", "tensor"),
+    ("norm", None),
+    ("layers", None),
+    ("cache_batch", ("data", "fsdp")),
+    ("cache_heads", "tensor"),
+    ("cache_length", None),
+)
+CACHE_AXES = ("cache_batch", "cache_heads", "cache_length", None)  # a (B, Hkv, S, D) cache
 
 
 def maybe_initialize_distributed() -> bool:
@@ -56,6 +78,33 @@ def mesh_shape(sizes: Sequence[int], n_devices: int) -> tuple[int, ...]:
     if int(np.prod(sizes)) != n_devices:
         raise ConfigError(f"mesh {dict(zip(AXES, sizes))} needs {int(np.prod(sizes))} devices, {n_devices} present")
     return tuple(sizes)
+
+
+def parse_mesh(spec: str) -> tuple[int, ...]:
+    """"data=2,tensor=4" → sizes over AXES (absent axes 1, -1 fills). Raises ConfigError naming the bad part."""
+    sizes = dict.fromkeys(AXES, 1)
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, eq, value = part.partition("=")
+        name = name.strip()
+        if not eq or name not in sizes:
+            raise ConfigError(f"mesh {spec!r}: {part!r} is not <axis>=<size> with axis one of {AXES}")
+        try:
+            sizes[name] = int(value)
+        except ValueError:
+            raise ConfigError(f"mesh {spec!r}: size {value.strip()!r} of {name} is not an integer") from None
+        if sizes[name] == 0 or sizes[name] < -1:
+            raise ConfigError(f"mesh {spec!r}: size of {name} must be ≥ 1 or -1")
+    return tuple(sizes[a] for a in AXES)
+
+
+def as_mesh(mesh: "Mesh | str | Sequence[int] | None") -> Mesh | None:
+    """A Mesh from a Mesh, a "data=2,tensor=4" string or sizes over AXES (None stays None).
+
+    A Mesh with other axis names is accepted as is; rules naming absent axes are then ignored by flax.
+    """
+    if mesh is None or isinstance(mesh, Mesh):
+        return mesh
+    return make_mesh(parse_mesh(mesh) if isinstance(mesh, str) else tuple(mesh))
 
 
 def make_mesh(sizes: Sequence[int], devices: Sequence[Any] | None = None) -> Mesh:
@@ -111,6 +160,11 @@ def global_batch(local: dict, mesh: Mesh, global_rows: int) -> dict:
         sharding = batch_sharding(mesh, v.ndim)
         out[k] = jax.make_array_from_process_local_data(sharding, v, (global_rows,) + v.shape[1:])
     return out
+
+
+def cache_sharding(mesh: Mesh, rules=DEFAULT_RULES) -> NamedSharding:
+    """Sharding of one layer's KV cache (B, Hkv, S, D): batch over data × fsdp, heads over tensor."""
+    return NamedSharding(mesh, nn.logical_to_mesh_axes(CACHE_AXES, rules_tuple(rules)))
 
 
 def describe(mesh: Mesh) -> str:
