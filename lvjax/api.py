@@ -13,7 +13,12 @@ from jax.sharding import NamedSharding
 
 from lvjax import checkpoint, sharding
 from lvjax.config import ConfigError, read_json
-from lvjax.convert.hf import hf_to_params, open_hf_folder, read_hf_folder, write_hf_folder
+from lvjax.convert.hf import (
+    hf_to_params,
+    open_hf_folder,
+    read_hf_folder,
+    write_hf_folder,
+)
 from lvjax.convert.table import flatten_paths
 from lvjax.families import family_for
 from lvjax.model import Model
