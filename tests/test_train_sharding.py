@@ -26,8 +26,8 @@ def _worker() -> None:
     import jax
     import numpy as np
 
-    from lvjax.config import LLMConfig
     from lvjax import sharding as M
+    from lvjax.config import LLMConfig
     from lvjax.train import objective, optim
     from lvjax.train import step as st
     from lvjax.train.config import DEFAULT_RULES, OptimSection

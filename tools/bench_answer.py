@@ -156,6 +156,8 @@ def main(argv=None) -> int:
 
     import jax
 
+    from lvjax.families.videochat_flash.answer import plan as compression_plan
+
     frames = [int(f) for f in args.frames.split(",") if f]
     with tempfile.TemporaryDirectory(prefix="lvjax-bench-answer-") as tmp:
         work = args.workdir or tmp
@@ -190,7 +192,7 @@ def main(argv=None) -> int:
                     if qi == 1:  # the encode was paid once, by question 1
                         sec.update(read=0.0, vision=0.0, merge=0.0)
                     ratio = rep["seconds_prefill"] / max(rows[0]["seconds_prefill"], 1e-9)
-                    plan = model.plan(args.compression)
+                    plan = compression_plan(model.config, args.compression)
                     print(f"{rep['frames']:>6} {rnd:<6}{'q' + str(qi + 1) + (' (new)' if qi == 0 else ' (chat)'):<9}"
                           + "".join(f"{sec[s]:>9.3f}" for s in STAGES) + f"{sum(sec.values()):>9.2f}"
                           + f"{rep['prompt_tokens']:>8}{plan.visual_tokens_at(plan.num_layers, rep['visual_tokens']):>9}"

@@ -20,16 +20,16 @@ from lvjax import checkpoint
 from lvjax.api import read_any
 from lvjax.config import ConfigError, read_json
 from lvjax.families import family_by_name, family_for
-from lvjax.train import metrics as M
-from lvjax.train import objective, optim
-from lvjax.train.checkpointing import Checkpointer
-from lvjax.train.config import TrainConfig
 from lvjax.sharding import (
     describe,
     global_batch,
     make_mesh,
     maybe_initialize_distributed,
 )
+from lvjax.train import metrics as M
+from lvjax.train import objective, optim
+from lvjax.train.checkpointing import Checkpointer
+from lvjax.train.config import TrainConfig
 from lvjax.train.step import abstract_state, init_state, jit_train_step, make_train_step
 
 TEXT_KEYS = ("input_ids", "labels", "valid")

@@ -25,7 +25,6 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lvjax.train import objective, optim
 from lvjax.sharding import (
     BATCH_AXES,
     batch_sharding,
@@ -33,6 +32,7 @@ from lvjax.sharding import (
     rules_tuple,
     tree_shardings,
 )
+from lvjax.train import objective, optim
 
 
 def _trainable_only(params, labels):
