@@ -14,6 +14,7 @@ from lvjax.config import ConfigError, read_json
 from lvjax.convert.hf import hf_to_params, read_hf_folder, write_hf_folder
 from lvjax.families import family_for
 from lvjax.model import Model
+from lvjax.tiny_model import resolve as resolve_name
 
 
 def _count(params) -> int:
@@ -35,7 +36,10 @@ def _read_hf(path: str, progress: bool):
 
 
 def read_any(path: str, progress: bool = False):
-    """(family, config, params, hf_config, stored_tied, side_dir) from an HF folder or an lvjax checkpoint."""
+    """(family, config, params, hf_config, stored_tied, side_dir) from an HF folder or an lvjax checkpoint.
+
+    A shipped model's name ("tiny", "tiny-base": `lvjax.tiny_model`) stands for its folder."""
+    path = resolve_name(path)
     if checkpoint.is_lvjax_checkpoint(path):
         family, cfg, params, meta = checkpoint.load_checkpoint(path)
         return family, cfg, params, meta["hf_config"], meta["stored_tied_lm_head"], path
