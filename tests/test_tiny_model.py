@@ -11,10 +11,15 @@ import pytest
 from lvjax import synthetic_qa as sq
 from lvjax import tiny_model as tm
 
-# Measured with deterministic greedy decoding on the first HELD_OUT test items (see docs/tiny_model.md).
-HELD_OUT = 80
-MEASURED = {"tiny": {}, "tiny-base": {}}  # filled in below from docs/tiny_model.md's table
-GOAL = {t: 100 * (sq.CHANCE[t] + (1 - sq.CHANCE[t]) / 2) for t in sq.TYPES}  # chance + half the way to 100 %
+HELD_OUT = 80  # the first 80 test items, 20 per question type
+# The goal (issue #16): chance + half the way to 100 % on every type (62.5 % for 4 answers, 75 % for 2).
+GOAL = {t: 100 * (sq.CHANCE[t] + (1 - sq.CHANCE[t]) / 2) for t in sq.TYPES}
+# NOT reached by the shipped model: these are its measured accuracies (%, deterministic greedy decoding,
+# 8 frames) — `tiny` with LP-Comp (xcomp_cosine), `tiny-base` without compression. Only `count` passes
+# the goal; needle is above chance, order and position are at chance (docs/tiny_model.md). The test
+# pins the measured figures so that a regression (or a retrained model) shows.
+THRESHOLD = {"tiny": {"needle": 55.0, "count": 100.0, "order": 35.0, "position": 30.0},
+             "tiny-base": {"needle": 60.0, "count": 100.0, "order": 65.0, "position": 25.0}}
 
 
 def test_shipped_folders_are_small_original_format():
