@@ -76,6 +76,10 @@ def _make(args) -> None:
         from lvjax.eval.niah import make_niah
 
         path = make_niah(args.out, args.n, args.seed, haystack=args.haystack, frames=args.frames)
+    elif args.task == "synthetic_qa":  # the tiny model's benchmark; --seed 3 is its test split
+        from lvjax.synthetic_qa import make_split
+
+        path = make_split(args.out, "test", args.n, seed=args.seed)
     else:
         if args.haystack:
             raise ConfigError("--haystack applies to make-benchmark niah only")

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 DEMO_SEED = 100  # fresh videos: not a seed of the train / val / test splits
-HELD_OUT = 24  # held-out items scored per setting (the first of the test split)
+HELD_OUT = 12  # held-out items scored per setting (the first of the test split)
 
 
 def ask_fresh(model, work: str, per_type: int = 2, seed: int = DEMO_SEED) -> list[dict]:
