@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo demo-random train-tiny compare-tiny test test-all bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -12,8 +12,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP)  ## the main job on its embedded default (random tiny weights)
-	$(BIN)/python -m lvjax.demo
+demo: $(STAMP)  ## the shipped tiny model (trained by lvjax train) answering fresh synthetic videos
+	JAX_PLATFORMS=cpu $(BIN)/python -m lvjax.demo
+
+demo-random: $(STAMP)  ## the pipeline on a random-weight tiny model in the original format
+	JAX_PLATFORMS=cpu $(BIN)/python -m lvjax.demo --random
+
+train-tiny: $(STAMP)  ## rebuild the shipped tiny model (data, tokenizer, both stages) into lvjax/assets
+	JAX_PLATFORMS=cpu $(BIN)/python -m lvjax.tiny_model build --work runs/tiny --out lvjax/assets
+
+compare-tiny: $(STAMP)  ## the XComp comparison (none / LP-Comp / QC-Comp / more frames) on the test split
+	JAX_PLATFORMS=cpu $(BIN)/python -m lvjax.tiny_model compare --work runs/tiny
 
 test: $(STAMP)  ## the CI subset (heavy tests left out)
 	JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q -m "not heavy" -n 2 --dist loadfile

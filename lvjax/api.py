@@ -24,6 +24,7 @@ from lvjax.convert.hf import (
 from lvjax.convert.table import flatten_paths
 from lvjax.families import family_for
 from lvjax.model import Model
+from lvjax.tiny_model import resolve as resolve_name
 
 
 def _count(params) -> int:
@@ -45,7 +46,10 @@ def _read_hf(path: str, progress: bool):
 
 
 def read_any(path: str, progress: bool = False):
-    """(family, config, params, hf_config, stored_tied, side_dir) from an HF folder or an lvjax checkpoint."""
+    """(family, config, params, hf_config, stored_tied, side_dir) from an HF folder or an lvjax checkpoint.
+
+    A shipped model's name ("tiny", "tiny-base": `lvjax.tiny_model`) stands for its folder."""
+    path = resolve_name(path)
     if checkpoint.is_lvjax_checkpoint(path):
         family, cfg, params, meta = checkpoint.load_checkpoint(path)
         return family, cfg, params, meta["hf_config"], meta["stored_tied_lm_head"], path
@@ -101,9 +105,11 @@ def load(path: str, *, dtype: str | None = None, param_dtype: str | None = None,
     "data=2,tensor=4" (axes of `lvjax.sharding.AXES`); each parameter is then read from the
     safetensors files and placed straight into its sharding under `rules` (default
     `sharding.DEFAULT_RULES`): one parameter on the host at a time (`model.load_report`).
-    A multi-process job (JAX_COORDINATOR_ADDRESS or LVJAX_DISTRIBUTED=1) initialises
+    A shipped model's name ("tiny", "tiny-base") stands for its folder. A multi-process job
+    (JAX_COORDINATOR_ADDRESS or LVJAX_DISTRIBUTED=1) initialises
     `jax.distributed` first; each process then places only its own devices' shards.
     """
+    path = resolve_name(path)
     sharding.maybe_initialize_distributed()
     mesh = sharding.as_mesh(mesh)
     rules = sharding.rules_tuple(rules if rules is not None else sharding.DEFAULT_RULES)

@@ -44,6 +44,8 @@ def _eval(args) -> None:
             raise ConfigError(f"{args.model}: a text-only language model cannot answer about videos")
         options = runner.answer_options(max_frames=args.max_frames, min_frames=args.min_frames, fps=args.fps,
                                         compression=args.compression, max_new_tokens=args.max_new_tokens)
+        if args.select_frames:
+            options["qc"] = _qc_config(args.select_frames, args.qc)
         summary = runner.evaluate(model, task.name, args.annotations, args.videos, args.out, protocol=args.protocol,
                                   limit=args.limit, options=options, process=process)
         if summary is None:  # not process 0: process 0 merges and reports
@@ -51,11 +53,34 @@ def _eval(args) -> None:
     print(json.dumps(summary, indent=2, sort_keys=True) if args.json else table(summary))
 
 
+def _qc_config(k: int, fields: list[str]):
+    """QC-Comp settings: K frames kept, XComp's defaults overridden by `field=int` strings (--qc)."""
+    import dataclasses
+
+    from lvjax.families.videochat_flash.selection import QCCompConfig
+
+    names = {f.name: f for f in dataclasses.fields(QCCompConfig)}
+    kw = {}
+    for item in fields or ():
+        key, _, value = item.partition("=")
+        if key not in names or not value:
+            raise ConfigError(f"--qc {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(names)}")
+        try:
+            kw[key] = value.lower() == "true" if key == "causal" else int(value)
+        except ValueError:
+            raise ConfigError(f"--qc {item!r}: {value!r} is not an integer") from None
+    return QCCompConfig(n_select=k, **kw)
+
+
 def _make(args) -> None:
     if args.task == "niah":
         from lvjax.eval.niah import make_niah
 
         path = make_niah(args.out, args.n, args.seed, haystack=args.haystack, frames=args.frames)
+    elif args.task == "synthetic_qa":  # the tiny model's benchmark; --seed 3 is its test split
+        from lvjax.synthetic_qa import make_split
+
+        path = make_split(args.out, "test", args.n, seed=args.seed)
     else:
         if args.haystack:
             raise ConfigError("--haystack applies to make-benchmark niah only")
@@ -84,6 +109,10 @@ def register(sub) -> None:
     p.add_argument("--compression", help="in-LLM compression plan (default: from config)")
     p.add_argument("--max-new-tokens", type=positive_int, help="answer length cap (default: the original's, 16 or 32)")
     p.add_argument("--mesh", help="device mesh, e.g. data=2,tensor=4 (axes data, fsdp, tensor, sequence; default: one device)")
+    p.add_argument("--select-frames", type=positive_int, metavar="K", help="QC-Comp: answer from the K frames most relevant "
+                   "to the question (videos of >= 1024 sampled frames unless --qc threshold=N)")
+    p.add_argument("--qc", nargs="+", metavar="FIELD=N", help="QC-Comp settings (QCCompConfig fields, e.g. threshold=32 "
+                   "stride=16 clip_frames=4 window_clips=2 window_stride=1 first_layer=1 last_layer=6)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     p.add_argument("--compilation-cache", metavar="DIR", nargs="?", const="", help="reuse compiled XLA programs across runs")
     p.set_defaults(func=_eval)

@@ -140,3 +140,9 @@ def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
     inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
     union = max(a[1], b[1]) - min(a[0], b[0])
     return inter / union if union > 0 else 0.0
+
+
+def first_word(text: str) -> str:
+    """The first word of a short answer, lower case, without punctuation ("Left." → "left"); "" if none."""
+    words = re.findall(r"[A-Za-z0-9]+", text or "")
+    return words[0].lower() if words else ""

@@ -25,6 +25,7 @@ FAMILY_PROTOCOL = {"videochat_flash": "videochat_flash", "video_xl": "video_xl",
                    "video_xl2": "video_xl2"}
 LETTERS = string.ascii_uppercase
 LETTER_POST = "Answer with the option's letter from the given choices directly."
+SHORT_POST = "Answer with a single word or number."
 VIDEOMME_FRAMES = ("These are the frames of a video. Select the best answer to the following multiple-choice "
                    "question based on the video. Respond with only the letter (A, B, C, or D) of the correct option.")
 VIDEOMME_XL2 = ("Select the best answer to the following multiple-choice question based on the video and the "
@@ -323,6 +324,40 @@ class Synthetic(MLVU):
     name = "synthetic"
 
 
+class SyntheticQA(Task):
+    """`lvjax.synthetic_qa`: records {id, video, question, candidates, answer (text), question_type}.
+
+    With candidates it is multiple choice (MLVU's prompt and letter rule); without, a short
+    answer: the prompt asks for one word or number and the first word of the output is compared
+    with the answer, case-insensitively."""
+
+    name = "synthetic_qa"
+    breakdowns = ("question_type",)
+
+    def items(self, records):
+        out = []
+        for n, (source, r) in enumerate(records):
+            where = f"{source} record {n}"
+            options = tuple(r.get("candidates") or ())
+            answer = str(_need(r, "answer", where))
+            out.append(Item(id=str(r.get("id", f"{source}/{n}")), video=str(_need(r, "video", where)),
+                            question=str(_need(r, "question", where)), options=options,
+                            answer=_letter_of(options, answer, where) if options else answer.lower(),
+                            groups={"question_type": str(_need(r, "question_type", where))}))
+        return out
+
+    def rules(self):
+        mlvu = MLVU().rules()["videochat_flash"]
+
+        def prompt(it: Item) -> str:
+            return mlvu.prompt(it) if it.options else f"Question:{it.question}\n{SHORT_POST}"
+
+        def parse(out: str, it: Item) -> str:
+            return mlvu.parse(out, it) if it.options else parsers.first_word(out)
+
+        return {"videochat_flash": Rule(prompt, parse, skip_empty=False)}
+
+
 class NIAH(MLVU):
     """Needle in a haystack (`make-benchmark niah`): MLVU-format records plus depth, needle_len, hops."""
 
@@ -336,7 +371,7 @@ class NIAH(MLVU):
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (MLVU(), VideoMME(), LVBench(), LongVideoBench(), MVBench(), VNBench(),
-                                                CharadesSTA(), NIAH(), Synthetic())}
+                                                CharadesSTA(), NIAH(), Synthetic(), SyntheticQA())}
 
 
 def get_task(name: str) -> Task:

@@ -1,0 +1,115 @@
+"""The shipped tiny model: its folder, its accuracy on a fixed held-out set, the demo, and its training."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from lvjax import synthetic_qa as sq
+from lvjax import tiny_model as tm
+
+HELD_OUT = 80  # the first 80 test items, 20 per question type
+# The goal (issue #16): chance + half the way to 100 % on every type (62.5 % for 4 answers, 75 % for 2).
+GOAL = {t: 100 * (sq.CHANCE[t] + (1 - sq.CHANCE[t]) / 2) for t in sq.TYPES}
+# NOT reached by the shipped model: these are its measured accuracies (%, deterministic greedy decoding,
+# 8 frames) — `tiny` with LP-Comp (xcomp_cosine), `tiny-base` without compression. Only `count` passes
+# the goal; needle is above chance, order and position are at chance (docs/tiny_model.md). The test
+# pins the measured figures so that a regression (or a retrained model) shows.
+THRESHOLD = {"tiny": {"needle": 55.0, "count": 100.0, "order": 35.0, "position": 30.0},
+             "tiny-base": {"needle": 60.0, "count": 100.0, "order": 65.0, "position": 25.0}}
+
+
+def test_shipped_folders_are_small_original_format():
+    for name in tm.NAMES:
+        folder = tm.resolve(name)
+        assert os.path.dirname(folder) == str(tm.ASSETS)
+        files = set(os.listdir(folder))
+        assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= files
+        config = json.load(open(os.path.join(folder, "config.json")))
+        assert config["model_type"] == "videochat_flash_qwen" and config["mm_projector_type"] == "tome16_mlp_hd64"
+    total = sum(os.path.getsize(os.path.join(tm.ASSETS, n, f)) for n in tm.NAMES for f in os.listdir(tm.resolve(n)))
+    assert total <= 10 * 2 ** 20, total
+    assert tm.resolve("some/other/path") == "some/other/path"
+
+
+def test_load_by_name():
+    import lvjax
+
+    model = lvjax.load("tiny")
+    assert model.source == str(tm.ASSETS / "tiny")
+    assert model.info()["family"] == "videochat_flash"
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    work = str(tmp_path_factory.mktemp("tiny_eval"))
+    cells = (tm.Cell("tiny, LP-Comp", "tiny", 8, "xcomp_cosine"), tm.Cell("tiny-base, none", "tiny-base", 8))
+    return {cell.model: s for cell, s in tm.compare(work, HELD_OUT, cells)}
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-base"])
+def test_accuracy_per_question_type(held_out, name):
+    """Per-type accuracy on the fixed held-out set ≥ the threshold (see THRESHOLD for each measured figure)."""
+    groups = held_out[name]["groups"]["question_type"]
+    for t in sq.TYPES:
+        assert groups[t]["n"] == HELD_OUT // len(sq.TYPES)
+        got = groups[t]["accuracy"]
+        assert got >= THRESHOLD[name][t], (name, t, got, THRESHOLD[name][t])
+
+
+def test_demo_answers_with_the_shipped_model(tmp_path, capsys):
+    import lvjax
+    from lvjax import demo
+
+    model = lvjax.load("tiny")
+    rows = demo.ask_fresh(model, str(tmp_path), per_type=1)
+    assert [r["type"] for r in rows] == list(sq.TYPES)
+    assert all(r["output"] for r in rows)
+    # the fresh videos are new: not items of any split
+    for split, seed in sq.SPLIT_SEEDS.items():
+        a, _ = sq.render_item("needle", np.random.RandomState([seed, 0]))
+        b, _ = sq.render_item("needle", np.random.RandomState([demo.DEMO_SEED, 0]))
+        assert a.shape != b.shape or not np.array_equal(a, b)
+    assert demo.main(["--workdir", str(tmp_path / "demo"), "--n", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "shipped tiny model" in out and "QC-Comp" in out and "chance" in out
+
+
+def _small_data(work: str, n: int = 16) -> None:
+    from lvjax.testing.tiny import build_tiny_tokenizer
+
+    build_tiny_tokenizer(os.path.join(work, "tokenizer"), vocab_size=tm.VOCAB, corpus=sq.corpus())
+    path = sq.make_split(os.path.join(work, "data"), "train", n)
+    sq.training_jsonl(path, os.path.join(work, "data", "train.jsonl"))
+
+
+def test_short_training_lowers_the_loss(tmp_path):
+    from lvjax.train.config import load_config
+    from lvjax.train.loop import train
+
+    work = str(tmp_path)
+    _small_data(work)
+    cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny_trained.yaml"), [
+        f"data.train_jsonl={work}/data/train.jsonl", f"data.media_root={work}/data/videos",
+        f"data.tokenizer={work}/tokenizer", f"train.output_dir={work}/run", "train.steps=8", "train.log_every=1",
+        "train.progress=false", "optim.warmup_ratio=0.0"])
+    losses = [s["loss"] for s in train(cfg, verbose=False)["steps"]]
+    assert len(losses) == 8
+    assert np.mean(losses[-2:]) < losses[0] - 0.5, losses
+
+
+@pytest.mark.heavy
+def test_build_reproduces_the_shipped_weights(tmp_path):
+    """`make train-tiny` from its seeds gives byte-identical safetensors (about 40 min on the 2-core CPU)."""
+    from safetensors.numpy import load_file
+
+    tm.build(str(tmp_path / "work"), str(tmp_path / "out"))
+    for name in tm.NAMES:
+        new = load_file(str(tmp_path / "out" / name / "model.safetensors"))
+        old = load_file(os.path.join(tm.resolve(name), "model.safetensors"))
+        assert sorted(new) == sorted(old)
+        for k in old:
+            np.testing.assert_array_equal(new[k], old[k], err_msg=f"{name}: {k}")
