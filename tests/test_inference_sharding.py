@@ -14,6 +14,8 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
+
 MESHES = ("data=8", "data=2,tensor=4")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout's lvjax, not an installed one
 
@@ -62,6 +64,7 @@ def _run_worker(timeout: int) -> dict:
     return json.loads(lines[0][len("RESULT"):])
 
 
+@pytest.mark.heavy
 def test_answer_on_8_device_meshes_matches_one_device():
     import numpy as np
 

@@ -51,6 +51,7 @@ def held_out(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-base"])
+@pytest.mark.heavy
 def test_accuracy_per_question_type(held_out, name):
     """Per-type accuracy on the fixed held-out set ≥ the threshold (see THRESHOLD for each measured figure)."""
     groups = held_out[name]["groups"]["question_type"]
