@@ -155,10 +155,10 @@ def corpus() -> list[str]:
     and answers repeated so that BPE spends its merges on them first (answers become single tokens)."""
     from lvjax.eval.tasks import LETTERS, Item, get_task
     from lvjax.testing.tiny import default_corpus
-    from lvjax.train.data import time_message
+    from lvjax.video import time_message
 
     rule = get_task("synthetic_qa").rule("videochat_flash")
-    ours = [time_message(n / FPS, k) for n in LENGTHS for k in (8, 16, 32)]
+    ours = [time_message(n / FPS, k).strip() for n in LENGTHS for k in (8, 16, 32)]
     for t in TYPES:
         item = Item(id=t, video="", question=QUESTIONS[t], options=tuple(OPTIONS[t]), answer="")
         ours += [rule.prompt(item), *LETTERS[: len(OPTIONS[t])], *ANSWERS[t]]

@@ -185,7 +185,7 @@ def answer_encoded(model, encoded: Encoded, question: str, *, history: Sequence[
     last.block_until_ready()
     t1 = time.perf_counter()
     # Tokens each layer attended over in this prefill (padding excluded), read from the stage caches.
-    report["layer_seq_len"] = [int(c.valid.sum()) for c in caches for _ in range(c.k.shape[0])]
+    report["layer_seq_len"] = [int(c.valid.sum()) for c in caches for _ in c.k]
     seen = jnp.zeros((1, cfg.llm.vocab_size), bool)  # the original generates from embeddings only
     tokens, lengths = decode_from_cache(model.params["llm"], last, caches, offset, seen, sample_rng(seed),
                                         cfg=cfg.llm, gen=gen)
@@ -235,10 +235,17 @@ def _static_pad_span(cfg, start: int, stop: int, length: int) -> tuple[int, int]
 
     The dense path masks padding from `valid` alone, so there it is None and one compiled
     prefill serves a whole frame bucket; a layout is static, so with the kernels (GPU/TPU) or
-    the blockwise path (long prompts on CPU) the prefill compiles once per real frame count
-    (the ViT still once per bucket).
+    the blockwise path the prefill compiles once per real frame count (the ViT still once per
+    bucket). On CPU, prompts up to CPU_BUCKETED_DENSE tokens therefore stay dense (one compile
+    per bucket); longer ones take the blockwise path for its O(S) memory.
     """
+    cpu = jax.default_backend() not in ("gpu", "tpu") and cfg.llm.attention_impl == "auto"
+    if cpu and length <= CPU_BUCKETED_DENSE:
+        return None
     return (start, stop) if llm.use_kernels(cfg.llm, length) else None
+
+
+CPU_BUCKETED_DENSE = 8192  # tokens: dense S×S fp32 scores of 4 heads are 1 GiB here
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
