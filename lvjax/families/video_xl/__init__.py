@@ -3,9 +3,14 @@
 Params: {"vision": CLIP ViT, "projector": mlp_0/mlp_2, "llm": Qwen2 + beacon_* projections and
 `beacon_embed_tokens`} (see convert.py for the HF keys, memory.py for the windows).
 
-Images: a single image is encoded as a one-frame video (CLIP preprocessing, pooled tokens).
-The original routes images through `unires` anyres crops (336 crops, each pooled to 144
-tokens, base image dropped); that path is not implemented.
+Images: a single image (`answer("photo.png", q)`, `lvjax answer --video photo.png`, a uint8
+(H, W, 3) array; `VideoFrames.method == "image"`) is routed as the original: `image_aspect_ratio`
+anyres + `mm_patch_merge_type` unires (image.py) — the best `image_grid_pinpoints` resolution,
+aspect-kept resize and black padding, row-major 336 crops, each CLIP-encoded, projected and
+2×2-pooled to 144 tokens, the base image dropped, no newline tokens. The LLM then takes the
+crops' tokens like frames' (same prompt, windows, VSTs and ratios). A config that routes images
+any other way gets a `ConfigError` naming the field (the original's `generate()` has no other
+single-image path).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from lvjax.families.base import Encoded, Family, Sampling, TrainingMedia
 from lvjax.families.registry import register
 from lvjax.families.video_xl import convert
 from lvjax.families.video_xl.config import VideoXLConfig, clip_folder
+from lvjax.families.video_xl.image import UNIRES_POOL, anyres_crops
 from lvjax.families.video_xl.loss import video_ce
 from lvjax.families.video_xl.memory import (
     WindowPlan,
@@ -121,6 +127,8 @@ class VideoXLFamily(Family):
     def encode(self, params: dict, cfg: VideoXLConfig, frames, *, intermediates: bool = False, **options) -> Encoded:
         if options:
             raise ConfigError(f"video_xl: encode takes no option(s) {sorted(options)}")
+        if getattr(frames, "method", None) == "image":
+            return self.encode_image(params, cfg, frames, intermediates=intermediates)
         t0 = time.perf_counter()
         pixels = clip_preprocess(frames.frames, cfg.preprocess)
         t1 = time.perf_counter()
@@ -129,6 +137,31 @@ class VideoXLFamily(Family):
         if intermediates:
             stages = {"pixels": pixels, **stages}
         return Encoded(tokens, frames, {"preprocess": t1 - t0, "vision": time.perf_counter() - t1}, stages)
+
+    def encode_image(self, params: dict, cfg: VideoXLConfig, frames, *, intermediates: bool = False) -> Encoded:
+        """One image (`frames.frames[0]`) → the unires crops' tokens (rows·cols·144, D), crop-major.
+
+        `encoded.cache["video_xl_image_grid"]` = (rows, cols); stages (when asked): 'crops'
+        (uint8), 'pixels', 'vision', 'projector', 'pooled'."""
+        pinpoints = cfg.image.check()
+        if cfg.clip.grid % UNIRES_POOL:
+            raise ConfigError(f"video_xl: the {cfg.clip.grid}×{cfg.clip.grid} CLIP patch grid cannot be pooled 2×2 "
+                              "(unires image crops)")
+        image = np.asarray(frames.frames[0])
+        if image.ndim != 3 or min(image.shape[:2]) < 1:
+            raise ConfigError(f"video_xl: expected one (H, W, 3) image, got shape {image.shape}")
+        t0 = time.perf_counter()
+        crops, grid = anyres_crops(image, pinpoints, cfg.clip.image_size)
+        pixels = clip_preprocess(crops, cfg.preprocess)
+        t1 = time.perf_counter()
+        tokens, stages = encode_pixels(params, jnp.asarray(pixels), cfg=cfg, intermediates=intermediates,
+                                       stride=UNIRES_POOL)
+        tokens.block_until_ready()
+        if intermediates:
+            stages = {"crops": crops, "pixels": pixels, **stages}
+        enc = Encoded(tokens, frames, {"preprocess": t1 - t0, "vision": time.perf_counter() - t1}, stages)
+        enc.cache["video_xl_image_grid"] = grid
+        return enc
 
     def answer_encoded(self, model: Any, encoded: Encoded, question: str, *, history: Sequence[tuple[str, str]] = (),
                        gen: GenerationConfig, seed: int | None = None, compression_ratio: int | None = None,
@@ -152,7 +185,9 @@ class VideoXLFamily(Family):
                                      sample_rng(seed), cfg=cfg.llm, beacon=cfg.beacon_param, gen=gen)
         tokens = np.asarray(tokens)[: int(count)]
         n_vst = int(np.sum(plan.arrays()[2]))
-        return tokens, {"visual_tokens": n_visual, "prompt_tokens": len(ids.ids) - 1 + n_visual,
+        grid = encoded.cache.get("video_xl_image_grid")
+        extra = {"image_crops": list(grid)} if grid else {}
+        return tokens, {**extra, "visual_tokens": n_visual, "prompt_tokens": len(ids.ids) - 1 + n_visual,
                         "window_ratios": list(plan.ratios), "summary_tokens": n_vst,
                         "memory_tokens": len(ids.prefix) + n_vst + len(ids.text), "memory_reused": reused,
                         "seconds_prefill": t1 - t0, "seconds_decode": time.perf_counter() - t1}

@@ -23,6 +23,7 @@ from lvjax.config import (
     check_sizes,
     read_json,
 )
+from lvjax.families.video_xl.image import ImageRoute
 from lvjax.models.clip import CLIPConfig
 
 CLIP_FOLDER = "vision_tower"
@@ -49,8 +50,10 @@ class VideoXLConfig:
 
     beacon_window: raw tokens per visual window (a multiple of the tokens per frame);
     beacon_ratio: the compression ratios, one drawn per window by `step-random` when several;
-    beacon_param: which of q/k/v have VST weights. `extra`, `clip_hf`, `preprocessor_hf` keep the
-    other fields of config.json and the CLIP folder's two JSON files for export.
+    beacon_param: which of q/k/v have VST weights. image: how a single image is routed
+    (`image_aspect_ratio`, `mm_patch_merge_type`, `image_grid_pinpoints`, parsed; the raw fields
+    stay in `extra`, so export writes them back verbatim). `extra`, `clip_hf`, `preprocessor_hf`
+    keep the other fields of config.json and the CLIP folder's two JSON files for export.
     """
 
     llm: LLMConfig
@@ -64,6 +67,7 @@ class VideoXLConfig:
     beacon_ratio_mix: str = "step-random"
     pool_stride: int = 2
     mm_vision_tower: str = CLIP_FOLDER
+    image: ImageRoute = ImageRoute()
     extra: tuple = ()
     clip_hf: tuple = ()
     preprocessor_hf: tuple = ()
@@ -136,6 +140,7 @@ class VideoXLConfig:
         cfg = cls(llm=llm, clip=clip, preprocess=pre, checkpoint_vocab=vocab, mm_hidden_size=mm_hidden,
                   beacon_window=window, beacon_ratio=tuple(ratios), beacon_param=tuple(param), beacon_ratio_mix=mix,
                   pool_stride=int(hf.get("mm_spatial_pool_stride", 2)), mm_vision_tower=hf["mm_vision_tower"],
+                  image=ImageRoute.from_hf(hf, clip.image_size, source),
                   extra=_freeze({k: v for k, v in hf.items() if k not in _OWN}), clip_hf=_freeze(clip_hf),
                   preprocessor_hf=_freeze(pre_hf))
         if clip.grid % cfg.pool_stride:

@@ -3,6 +3,7 @@
 Per frame (real sizes in brackets): 8×8 [24×24] patch tokens (CLS dropped) → projector into the
 LLM width → `avg_pool2d(2)` over the patch grid → 4×4 [12×12] tokens, row-major. Frames are
 concatenated frame-major: (frames · tokens_per_frame, D), what the LLM's windows consume.
+A single image takes the same path per anyres crop (image.py): crop-major, 2×2-pooled.
 """
 
 from __future__ import annotations
@@ -39,11 +40,14 @@ def pool(x: jax.Array, grid: int, stride: int) -> jax.Array:
     return x.reshape(f, g, stride, g, stride, d).mean(axis=(2, 4)).reshape(f, g * g, d)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "intermediates"))
-def encode_pixels(params: dict, pixels: jax.Array, *, cfg: VideoXLConfig, intermediates: bool = False):
-    """pixels (F, S, S, 3) → visual tokens (F · tokens_per_frame, D) (and the stages when asked)."""
+@functools.partial(jax.jit, static_argnames=("cfg", "intermediates", "stride"))
+def encode_pixels(params: dict, pixels: jax.Array, *, cfg: VideoXLConfig, intermediates: bool = False,
+                  stride: int | None = None):
+    """pixels (F, S, S, 3) → visual tokens (F · (grid/stride)², D) (and the stages when asked).
+
+    stride: the pool (default `cfg.pool_stride`, what frames get; image crops use 2, image.py)."""
     vit = clip_apply(params["vision"], cfg.clip, pixels)[:, 1:]
     proj = projector(cfg).apply({"params": params["projector"]}, vit)
-    pooled = pool(proj, cfg.clip.grid, cfg.pool_stride)
+    pooled = pool(proj, cfg.clip.grid, stride or cfg.pool_stride)
     tokens = pooled.reshape(-1, pooled.shape[-1])
     return (tokens, {"vision": vit, "projector": proj, "pooled": pooled}) if intermediates else (tokens, {})
