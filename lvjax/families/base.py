@@ -181,7 +181,11 @@ class Family(abc.ABC):
 
     def encode(self, params: dict, cfg: Any, frames: "VideoFrames", *, intermediates: bool = False,
                **options) -> Encoded:
-        """Sampled frames → `Encoded` (visual tokens and, if asked, named stage outputs)."""
+        """Sampled frames → `Encoded` (visual tokens and, if asked, named stage outputs).
+
+        A single image arrives as one frame with `frames.method == "image"` (`Model.frames`);
+        a family whose original routes images differently from frames branches on it here
+        (Video-XL: unires anyres crops, `families/video_xl/image.py`)."""
         raise ConfigError(f"{self.name} models take no video (text only)")
 
     def answer_encoded(self, model: "Model", encoded: Encoded, question: str, *,
