@@ -160,6 +160,10 @@ def test_prompts_follow_the_originals(benchmarks):
     assert TASKS["mlvu_mc"].rule("videochat_flash").prompt(mlvu) == f"Question:{mlvu.question}\nOption:\n{opts}{post}"
     assert TASKS["mlvu_mc"].rule("video_xl2").prompt(mlvu) == (
         f"\n{mlvu.question}\n{opts.rstrip()}\nOnly give the best option.\n\nBest option: (")
+    mvb = load_items(get_task("mvbench"), benchmarks["mvbench"][0])[0]
+    assert TASKS["mvbench"].rule("videochat_flash").prompt(mvb) == (  # the fork's mvbench_<task>.yaml post_prompt
+        f"Question: {mvb.question}\nOption:\n" + "".join(f"({L}) {o}\n" for L, o in zip("ABCD", mvb.options))
+        + "\nOnly give the best option.")
     vme = load_items(get_task("videomme"), benchmarks["videomme"][0])[0]
     assert vme.options[0].startswith("A. ")
     assert TASKS["videomme"].rule("videochat_flash").prompt(vme) == (

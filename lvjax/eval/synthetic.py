@@ -5,9 +5,10 @@ drifting gradient, asked "What colour is the square?" with the benchmark's optio
 (Charades-STA: the square is shown only between START and END seconds). Group fields cycle
 through a few values so the breakdowns have several groups. MVBench's `action_sequence` rows
 carry `start`/`end` seconds, as the real sub-task does. Video-MME and LongVideoBench write
-subtitles to `OUT/subtitles/` (`<videoID>.srt` with Video-MME's font tags, every 7th video from
-the 4th without one, as some Video-MME videos; `<video>_en.json` with both LongVideoBench entry
-forms and a start offset on odd items), with cues that some frames cover and some none does.
+subtitles to `OUT/subtitles/`: `<videoID>.srt` with Video-MME's font tags (every 7th video from
+the 4th has none, as some Video-MME videos), `<video>_en.json` in both LongVideoBench entry
+forms (odd items' times start at 10 s); each has cues that the sampled frames cover and one
+that none covers.
 `broken=True` leaves the first item's video missing and truncates the second's (the MP4 index
 is lost), and makes the third's subtitle file malformed, to exercise error rows.
 Deterministic for a given (task, n, seed).
@@ -28,6 +29,7 @@ QUESTION = "What colour is the square in the video?"
 FPS, FRAMES, SIZE = 4, 16, 64
 SUBTITLE_TASKS = ("videomme", "longvideobench")
 FONT = '<font color="white" size=".72c">{}</font>'
+BAD_SRT = "1\n00:00:0x,000 --> 00:00:01,000\nnot a subtitle\n"
 
 
 def _video(path: str, colour: str, rng: np.random.RandomState, span: tuple[int, int] = (0, FRAMES)) -> None:
@@ -63,13 +65,13 @@ def make_benchmark(task: str, out: str, n: int, seed: int = 0, broken: bool = Fa
         os.unlink(os.path.join(videos, files[0]))
         if len(files) > 1:
             render.corrupt(os.path.join(videos, files[1]))
-        subs = os.path.join(out, "subtitles")
-        if len(files) > 2 and os.path.isdir(subs):
-            third = os.path.splitext(files[2])[0]
-            for name in sorted(os.listdir(subs)):
-                if name.startswith(third + ".") or name.startswith(third + "_"):
-                    with open(os.path.join(subs, name), "w", encoding="utf-8") as f:
-                        f.write("1\n00:00:0x,000 --> 00:00:01,000\nnot a subtitle\n" if name.endswith(".srt") else "{not json")
+        if len(files) > 2:  # the third item's subtitle file, where the task has one
+            stem = os.path.splitext(files[2])[0]
+            for name, text in ((f"{stem}.srt", BAD_SRT), (f"{stem}_en.json", "{not json")):
+                sub = os.path.join(out, "subtitles", name)
+                if os.path.isfile(sub):
+                    with open(sub, "w", encoding="utf-8") as f:
+                        f.write(text)
     return path
 
 

@@ -27,6 +27,7 @@ FAMILY_PROTOCOL = {"videochat_flash": "videochat_flash", "video_xl": "video_xl",
 LETTERS = string.ascii_uppercase
 LETTER_POST = "Answer with the option's letter from the given choices directly."
 SHORT_POST = "Answer with a single word or number."
+BEST_POST = "\nOnly give the best option."
 VIDEOMME_FRAMES = ("These are the frames of a video. Select the best answer to the following multiple-choice "
                    "question based on the video. Respond with only the letter (A, B, C, or D) of the correct option.")
 VIDEOMME_FRAMES_SUBS = VIDEOMME_FRAMES.replace("frames of a video", "frames and subtitles of a video").replace(
@@ -175,7 +176,8 @@ class MVBench(MLVU):
     name = "mvbench"
 
     def rules(self):
-        return {"videochat_flash": Rule(lambda it: f"Question: {it.question}\nOption:\n{_paren_options(it)}{LETTER_POST}",
+        # every sub-task YAML of the fork (`mvbench_<task>.yaml`) sets post_prompt "\nOnly give the best option."
+        return {"videochat_flash": Rule(lambda it: f"Question: {it.question}\nOption:\n{_paren_options(it)}{BEST_POST}",
                                         **MCQ_ACC)}
 
 
