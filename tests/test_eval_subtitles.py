@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 
+import lvjax
 from lvjax.cli import main
 from lvjax.config import ConfigError
 from lvjax.eval import runner, subtitles
@@ -297,8 +298,6 @@ def test_bounds_reach_the_model_and_frames_stay_inside(subtitled, tmp_path):
 
 
 def test_bounded_frames_of_a_real_model_follow_the_fork(subtitled):
-    import lvjax
-
     ann, videos, _ = subtitled["mvbench"]
     model = lvjax.load("tiny")
     s = model.family.sampling(model.config)

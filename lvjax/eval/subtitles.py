@@ -4,9 +4,11 @@ Video-MME ships one SubRip file per video, `subtitle/<videoID>.srt`, its text in
 `<font color="white" size=".72c">…</font>`; some videos have none. Two rules
 (`lmms_eval/tasks/videomme/utils.py`, `videomme_doc_to_text_subtitle`):
 
-- full (VideoChat-Flash's fork `lmms-eval_videochat`, task `videomme_w_subtitle`, which sets
-  `gemini_api_flag: full subtitle`): the font text of every subtitle line, in file order.
-- at frames (stock lmms-eval `frame_num: 32`, Video-XL-2's `eval/lvu` copy `frame_num: 128`):
+- full (protocol videochat_flash: VideoChat-Flash's fork `lmms-eval_videochat`, task
+  `videomme_w_subtitle`, which sets `gemini_api_flag: full subtitle`): the font text of every
+  subtitle line, in file order.
+- at frames (protocol video_xl2: Video-XL-2's `eval/lvu` copy, `frame_num: 128`; stock
+  lmms-eval has the same rule with `frame_num: 32`):
   `frame_num` frames spread over the video, `np.linspace(0, frames - 1, frame_num, dtype=int)`;
   a cue covers frame f when int(start · fps) <= f < int(end · fps) (times as the original's
   `parse_subtitle_time`, fps and frame count of the file); each covering cue once, in cue
