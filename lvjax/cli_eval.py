@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
+import lvjax
 from lvjax.cli_args import EXIT_CODES, positive_float, positive_int
 from lvjax.config import ConfigError
+from lvjax.eval import runner
+from lvjax.eval.niah import make_niah
+from lvjax.eval.summary import table
+from lvjax.eval.synthetic import SUBTITLE_TASKS, make_benchmark
+from lvjax.eval.tasks import PROTOCOLS, TASKS, get_task
+from lvjax.families.videochat_flash.selection import QCCompConfig
+from lvjax.synthetic_qa import make_split
 
 EVAL_HELP = """Evaluate a video model on a benchmark in its own annotation format.
 
@@ -18,14 +27,10 @@ process i mod n; process 0 merges the parts, so --out must be on a shared file s
 
 
 def _eval(args) -> None:
-    from lvjax.eval import runner
-    from lvjax.eval.summary import table
-    from lvjax.eval.tasks import get_task
-
     task = get_task(args.task)
     if args.rescore:
-        if args.model:
-            raise ConfigError("--rescore takes no --model (it re-parses the outputs already in the file)")
+        if args.model or args.subtitles:
+            raise ConfigError("--rescore takes no --model or --subtitles (it re-parses the outputs already in the file)")
         summary = runner.rescore(task.name, args.annotations, args.rescore, args.out, args.protocol or "videochat_flash")
     else:
         if not args.model or not args.videos:
@@ -34,9 +39,9 @@ def _eval(args) -> None:
             value = getattr(args, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if args.subtitles:  # before the model loads
+            runner.check_subtitles(task, args.protocol or "videochat_flash", args.subtitles)
         process = runner.process_info()
-        import lvjax
-
         if args.compilation_cache is not None:
             lvjax.enable_compilation_cache(args.compilation_cache or None)
         model = lvjax.load(args.model, mesh=args.mesh)
@@ -47,7 +52,7 @@ def _eval(args) -> None:
         if args.select_frames:
             options["qc"] = _qc_config(args.select_frames, args.qc)
         summary = runner.evaluate(model, task.name, args.annotations, args.videos, args.out, protocol=args.protocol,
-                                  limit=args.limit, options=options, process=process)
+                                  limit=args.limit, options=options, process=process, subtitles=args.subtitles)
         if summary is None:  # not process 0: process 0 merges and reports
             return
     print(json.dumps(summary, indent=2, sort_keys=True) if args.json else table(summary))
@@ -55,10 +60,6 @@ def _eval(args) -> None:
 
 def _qc_config(k: int, fields: list[str]):
     """QC-Comp settings: K frames kept, XComp's defaults overridden by `field=int` strings (--qc)."""
-    import dataclasses
-
-    from lvjax.families.videochat_flash.selection import QCCompConfig
-
     names = {f.name: f for f in dataclasses.fields(QCCompConfig)}
     kw = {}
     for item in fields or ():
@@ -74,25 +75,18 @@ def _qc_config(k: int, fields: list[str]):
 
 def _make(args) -> None:
     if args.task == "niah":
-        from lvjax.eval.niah import make_niah
-
         path = make_niah(args.out, args.n, args.seed, haystack=args.haystack, frames=args.frames)
     elif args.task == "synthetic_qa":  # the tiny model's benchmark; --seed 3 is its test split
-        from lvjax.synthetic_qa import make_split
-
         path = make_split(args.out, "test", args.n, seed=args.seed)
     else:
         if args.haystack:
             raise ConfigError("--haystack applies to make-benchmark niah only")
-        from lvjax.eval.synthetic import make_benchmark
-
         path = make_benchmark(args.task, args.out, args.n, args.seed, broken=args.with_broken)
-    print(f"wrote {args.n} items: --annotations {path} --videos {args.out}/videos")
+    subs = f" --subtitles {args.out}/subtitles" if args.task in SUBTITLE_TASKS else ""
+    print(f"wrote {args.n} items: --annotations {path} --videos {args.out}/videos{subs}")
 
 
 def register(sub) -> None:
-    from lvjax.eval.tasks import PROTOCOLS, TASKS
-
     p = sub.add_parser("eval", help="evaluate on a benchmark (MLVU, Video-MME, LVBench, ...)", description=EVAL_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
     p.add_argument("--task", required=True, choices=list(TASKS), help="benchmark: " + ", ".join(TASKS))
@@ -101,6 +95,9 @@ def register(sub) -> None:
     p.add_argument("--model", metavar="DIR", help="HF folder or lvjax checkpoint")
     p.add_argument("--videos", metavar="DIR", help="folder the annotations' video names are relative to")
     p.add_argument("--rescore", metavar="RESULTS.jsonl", help="re-parse this results file's outputs (no model)")
+    p.add_argument("--subtitles", metavar="DIR", help="videomme, longvideobench: folder of the subtitle files "
+                   "(Video-MME `<videoID>.srt`, LongVideoBench `subtitle_path` JSON); put in the prompt as the "
+                   "original does (default: no subtitles)")
     p.add_argument("--protocol", choices=PROTOCOLS, help="prompts and parsers of which original (default: the model's family)")
     p.add_argument("--limit", type=positive_int, help="only the first N items (default: all)")
     p.add_argument("--max-frames", type=positive_int, help="frame cap (default: the protocol's; the floor becomes min(64, N))")

@@ -175,6 +175,19 @@ def test_every_format_end_to_end(task, tiny_model, xla_cache, tmp_path_factory, 
     assert json.load(open(summary_path(out)))["errors"] == (8 if task == "vnbench" else 2)
 
 
+def test_cli_with_subtitles(tiny_model, xla_cache, tmp_path_factory, tmp_path):
+    ann, videos = _bench(tmp_path_factory, "videomme", n=6)
+    subs = str(Path(videos).parent / "subtitles")
+    out = str(tmp_path / "subs.jsonl")
+    assert main(_args(tiny_model, "videomme", (ann, videos), out, "--subtitles", subs, "--compilation-cache", xla_cache)) == 0
+    rows = _rows(out)
+    assert [r["error"] is None for r in rows] == [False, False, False, True, True, True]
+    assert "vid_002.srt: malformed SubRip" in rows[2]["error"]
+    assert rows[4]["question"].startswith("This video's subtitles are listed below: \nA square appears.\nIt is ")
+    assert rows[3]["question"].startswith("\nThese are the frames of a video.")  # vid_003 has no subtitle file
+    assert json.load(open(summary_path(out)))["errors"] == 3
+
+
 @pytest.mark.heavy
 def test_niah_end_to_end(tiny_model, xla_cache, tmp_path):
     assert main(["make-benchmark", "niah", "--out", str(tmp_path / "b"), "--n", "20", "--frames", "32"]) == 0

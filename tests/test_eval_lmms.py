@@ -80,6 +80,9 @@ def test_plugin_against_the_base_api(stub_lmms_eval, monkeypatch):
     assert model.calls[0] == ("a.mp4", "Q1?", {"max_frames": 8, "min_frames": 8, "max_new_tokens": 16})
     rounds = lm.generate_until_multi_round([_Instance(("Q?", {}, visual, None, 1, "mlvu", "test"))])
     assert rounds == ["B (2)"] and model.calls[-1][0] == "b.mp4"
+    bounded = lambda doc: [doc["video"], {"start": 1, "end": 3.5, "video_read_type": "decord"}]  # noqa: E731  (mvbench)
+    lm.generate_until([_Instance(("Q?", {}, bounded, 0, "mlvu", "test"))])
+    assert model.calls[-1][2] == {"max_frames": 8, "min_frames": 8, "start": 1.0, "end": 3.5}
     with pytest.raises(NotImplementedError):
         lm.loglikelihood([])
 

@@ -13,25 +13,28 @@ from lvjax.eval import runner
 from lvjax.eval.summary import summary_path
 from lvjax.eval.synthetic import make_benchmark
 from lvjax.eval.tasks import TASKS, get_task, load_items
+from lvjax.video import load_frames
 
 FORMAT_TASKS = ["mlvu_mc", "mvbench", "lvbench", "videomme", "longvideobench", "vnbench", "charades_sta", "synthetic"]
 
 
 class FrameModel:
-    """Decodes the video like the real handle (errors included) and answers from the frames' mean colour."""
+    """Decodes the video like the real handle (errors and start/end bounds included) and answers from the
+    frames' mean colour; `seen` holds (video, question, start, end, frame indices) per call."""
 
     family = SimpleNamespace(name="videochat_flash")
 
     def __init__(self, stop_after=None):
-        self.calls, self.stop_after = 0, stop_after
+        self.calls, self.stop_after, self.seen = 0, stop_after, []
 
-    def answer(self, video, question, *, fps=None, max_frames=None, min_frames=None, **options):
-        from lvjax.video import load_frames
-
+    def answer(self, video, question, *, fps=None, max_frames=None, min_frames=None, start=None, end=None, **options):
         if self.stop_after is not None and self.calls >= self.stop_after:
             raise KeyboardInterrupt
         self.calls += 1
-        frames = load_frames(video, fps=fps or 1.0, max_num_frames=max_frames or 512, min_num_frames=min_frames or 1).frames
+        read = load_frames(video, fps=fps or 1.0, max_num_frames=max_frames or 512, min_num_frames=min_frames or 1,
+                           start=start, end=end)
+        frames = read.frames
+        self.seen.append((os.path.basename(video), question, start, end, read.indices.tolist()))
         value = int(np.asarray(frames, np.int64).sum()) + len(question)
         text = ["A", "(B)", "The answer is C.", "d", "", "1.0 - 2.5"][value % 6]
         return text, {"frames": len(frames), "seconds_read": 0.01 * (value % 7), "new_tokens": 3}
@@ -157,6 +160,10 @@ def test_prompts_follow_the_originals(benchmarks):
     assert TASKS["mlvu_mc"].rule("videochat_flash").prompt(mlvu) == f"Question:{mlvu.question}\nOption:\n{opts}{post}"
     assert TASKS["mlvu_mc"].rule("video_xl2").prompt(mlvu) == (
         f"\n{mlvu.question}\n{opts.rstrip()}\nOnly give the best option.\n\nBest option: (")
+    mvb = load_items(get_task("mvbench"), benchmarks["mvbench"][0])[0]
+    assert TASKS["mvbench"].rule("videochat_flash").prompt(mvb) == (  # the fork's mvbench_<task>.yaml post_prompt
+        f"Question: {mvb.question}\nOption:\n" + "".join(f"({L}) {o}\n" for L, o in zip("ABCD", mvb.options))
+        + "\nOnly give the best option.")
     vme = load_items(get_task("videomme"), benchmarks["videomme"][0])[0]
     assert vme.options[0].startswith("A. ")
     assert TASKS["videomme"].rule("videochat_flash").prompt(vme) == (

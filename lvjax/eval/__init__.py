@@ -3,6 +3,7 @@
     records    annotation files (JSON / JSONL / parquet / Charades-STA text, or a folder of them)
     tasks      each benchmark's items and, per protocol, prompt and answer rule
     parsers    the originals' answer parsers
+    subtitles  Video-MME / LongVideoBench subtitle files and each original's choice of lines
     summary    overall and per-group scores, the table, atomic writes
     runner     the resumable, data-parallel loop behind `lvjax eval`
     synthetic  `lvjax make-benchmark <task>`: tiny benchmarks in each format (render: their videos)

@@ -3,7 +3,8 @@
 Registered through the `lmms_eval.models` entry point (`manifest`, lmms-eval ≥ 0.4's
 ModelManifest) and, for older versions, `register_model("lvjax")`. Any lvjax family works:
 the handle is `lvjax.load(pretrained)`. Requests are answered one at a time (batch size 1) from
-the first video path that the task's `doc_to_visual` returns; generation kwargs
+the first video path that the task's `doc_to_visual` returns, inside the `start`/`end` seconds
+of a media dict beside it (VideoChat-Flash's fork: MVBench, MLVU); generation kwargs
 `max_new_tokens` and `do_sample` are honoured. Loglikelihood tasks are not supported.
 """
 
@@ -11,16 +12,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import lvjax
+from lvjax.eval.runner import answer_options
+
 try:
     from lmms_eval.api.model import lmms as _Base
 except ImportError:  # lmms-eval not installed: the class still imports (and documents itself)
     _Base = object
 
 
-def _video_of(visuals: Any) -> str:
-    for v in visuals if isinstance(visuals, (list, tuple)) else [visuals]:
+def _video_of(visuals: Any) -> tuple[str, dict]:
+    """The first video path of `doc_to_visual`'s list, and start/end from a media dict in it."""
+    items = visuals if isinstance(visuals, (list, tuple)) else [visuals]
+    media = next((v for v in items if isinstance(v, dict)), {})
+    bound = {k: float(media[k]) for k in ("start", "end") if media.get(k) is not None}
+    for v in items:
         if isinstance(v, str):
-            return v
+            return v, bound
     raise ValueError(f"lvjax's lmms-eval model needs a video path from doc_to_visual, got {type(visuals).__name__}")
 
 
@@ -31,9 +39,6 @@ class LvjaxLMM(_Base):
                  fps: float | None = None, compression: str | None = None, batch_size: int = 1, **_: Any) -> None:
         if _Base is not object:
             super().__init__()
-        import lvjax
-        from lvjax.eval.runner import answer_options
-
         if int(batch_size) != 1:
             raise ValueError(f"lvjax answers one request at a time; batch_size={batch_size}")
         self.model = lvjax.load(pretrained)
@@ -43,8 +48,8 @@ class LvjaxLMM(_Base):
         self.batch_size_per_gpu = 1
 
     def _answer(self, context: str, gen_kwargs: dict, doc_to_visual, doc_id, task: str, split: str) -> str:
-        video = _video_of(doc_to_visual(self.task_dict[task][split][doc_id]))
-        opts = dict(self.options)
+        video, bound = _video_of(doc_to_visual(self.task_dict[task][split][doc_id]))
+        opts = {**self.options, **bound}
         if gen_kwargs.get("max_new_tokens"):
             opts["max_new_tokens"] = int(gen_kwargs["max_new_tokens"])
         if gen_kwargs.get("do_sample"):

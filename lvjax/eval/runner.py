@@ -11,6 +11,7 @@ writes `RESULTS.jsonl.part-P-of-N`, and process 0 merges the parts in item order
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ from lvjax.eval.niah import write_heatmap
 from lvjax.eval.summary import summarize, summary_path, write_json_atomic
 from lvjax.eval.tasks import (
     FAMILY_PROTOCOL,
+    TASKS,
     Item,
     Rule,
     Task,
@@ -61,7 +63,6 @@ def process_info() -> tuple[int, int]:
     env = os.environ
     if not env.get("JAX_COORDINATOR_ADDRESS"):
         return 0, 1
-
     try:
         n, p = int(env["JAX_NUM_PROCESSES"]), int(env["JAX_PROCESS_ID"])
     except (KeyError, ValueError):
@@ -85,8 +86,17 @@ def _row(index: int, item: Item, prompt: str, rule: Rule, task: Task, output: st
     }
 
 
-def answer_item(model: Any, task: Task, rule: Rule, index: int, item: Item, videos: str, options: dict) -> dict:
-    """One result row; a missing or unreadable video (or any ValueError/OSError of the answer) is an error row."""
+def _bound_options(item: Item) -> dict:
+    """`start`/`end` for `model.answer` from the item's bound (only the sides it has)."""
+    if item.bound is None:
+        return {}
+    return {k: v for k, v in zip(("start", "end"), item.bound) if v is not None}
+
+
+def answer_item(model: Any, task: Task, rule: Rule, index: int, item: Item, videos: str, options: dict,
+                subtitles: str | None = None) -> dict:
+    """One result row; a missing or unreadable video or subtitle file (or any ValueError/OSError of the
+    answer) is an error row. subtitles: the folder of subtitle files (None: no subtitles)."""
     prompt = rule.prompt(item)
     path = resolve_video(videos, item.video)
     t0 = time.perf_counter()
@@ -95,7 +105,10 @@ def answer_item(model: Any, task: Task, rule: Rule, index: int, item: Item, vide
         error = f"video not found: {path}"
     else:
         try:
-            output, report = model.answer(path, prompt, **options)
+            if subtitles is not None:
+                item = dataclasses.replace(item, subtitle=rule.subtitles(item, subtitles, path))
+                prompt = rule.prompt(item)
+            output, report = model.answer(path, prompt, **options, **_bound_options(item))
         except (ValueError, OSError) as e:  # VideoError / ConfigError are ValueErrors
             error = f"{type(e).__name__}: {e}"
     return _row(index, item, prompt, rule, task, output, error, report, time.perf_counter() - t0)
@@ -167,19 +180,30 @@ def finish(out: str, task: Task, protocol: str, rows: Sequence[dict]) -> dict:
     summary = summarize(rows, task=task.name, protocol=protocol, skip_empty=rule.skip_empty, breakdowns=task.breakdowns)
     summary["results"] = os.path.basename(out)
     if task.name == "niah":
-
         summary["heatmap"] = write_heatmap(rows, out)
     write_json_atomic(summary_path(out), summary)
     return summary
 
 
+def check_subtitles(task: Task, protocol: str, folder: str) -> None:
+    """ConfigError unless the task has subtitles under this protocol and `folder` is a folder."""
+    if task.rule(protocol).subtitles is None:
+        with_subs = [t.name for t in TASKS.values() if t.rule(protocol).subtitles]
+        raise ConfigError(f"--subtitles: task {task.name} has no subtitles (only {', '.join(with_subs)})")
+    if not os.path.isdir(folder):
+        raise ConfigError(f"--subtitles {folder}: no such folder")
+
+
 def evaluate(model: Any, task_name: str, annotations: str, videos: str, out: str, *, protocol: str | None = None,
              limit: int | None = None, options: dict | None = None, process: tuple[int, int] = (0, 1),
-             progress: bool | None = None) -> dict | None:
-    """Run (or resume) an evaluation; returns the summary (None on processes other than 0)."""
+             progress: bool | None = None, subtitles: str | None = None) -> dict | None:
+    """Run (or resume) an evaluation; returns the summary (None on processes other than 0).
+    subtitles: folder of the benchmark's subtitle files (Video-MME, LongVideoBench); None: none."""
     task = get_task(task_name)
     protocol = protocol or default_protocol(model)
     rule = task.rule(protocol)
+    if subtitles is not None:
+        check_subtitles(task, protocol, subtitles)
     items = load_items(task, annotations)[:limit]
     opts = {"max_new_tokens": task.max_new_tokens, **(options or {})}
     p, n = process
@@ -195,7 +219,7 @@ def evaluate(model: Any, task_name: str, annotations: str, videos: str, out: str
                disable=not (sys.stderr.isatty() if progress is None else progress))
     with open(target, "a", encoding="utf-8") as f:
         for i in todo:
-            row = answer_item(model, task, rule, i, items[i], videos, opts)
+            row = answer_item(model, task, rule, i, items[i], videos, opts, subtitles)
             f.write(json.dumps(row, sort_keys=True) + "\n")
             f.flush()
             bar.update()

@@ -16,9 +16,10 @@ import string
 from typing import Any, Callable
 
 from lvjax.config import ConfigError
-from lvjax.eval import parsers
+from lvjax.eval import parsers, subtitles
 from lvjax.eval.records import read_records
 from lvjax.prompt import multiple_choice
+from lvjax.video import probe_video
 
 PROTOCOLS = ("videochat_flash", "video_xl", "video_xl2")
 FAMILY_PROTOCOL = {"videochat_flash": "videochat_flash", "video_xl": "video_xl", "video_xl_pro": "video_xl",
@@ -26,10 +27,15 @@ FAMILY_PROTOCOL = {"videochat_flash": "videochat_flash", "video_xl": "video_xl",
 LETTERS = string.ascii_uppercase
 LETTER_POST = "Answer with the option's letter from the given choices directly."
 SHORT_POST = "Answer with a single word or number."
+BEST_POST = "\nOnly give the best option."
 VIDEOMME_FRAMES = ("These are the frames of a video. Select the best answer to the following multiple-choice "
                    "question based on the video. Respond with only the letter (A, B, C, or D) of the correct option.")
+VIDEOMME_FRAMES_SUBS = VIDEOMME_FRAMES.replace("frames of a video", "frames and subtitles of a video").replace(
+    "based on the video.", "based on the video and the subtitles.")
 VIDEOMME_XL2 = ("Select the best answer to the following multiple-choice question based on the video and the "
                 "subtitles. Respond with only the letter (A, B, C, or D) of the correct option.")
+SUBTITLES_HEAD = "This video's subtitles are listed below: \n"
+VIDEOMME_XL2_FRAMES = 128  # Video-XL-2's `videomme_w_subtitle.yaml` frame_num: the frames subtitles are read at
 GROUNDING = ("Please find the visual event described by a sentence in the video, determining its starting and ending "
              "times. The format should be: 'The event happens in the start time - end time'. For example, The event "
              "'person turn a light on' happens in the 24.3 - 30.4 seconds. Now I will give you the textual sentence: "
@@ -40,7 +46,10 @@ VIDEO_EXTENSIONS = ("", ".mp4", ".MP4", ".mkv", ".webm", ".avi", ".mov")
 @dataclasses.dataclass(frozen=True)
 class Item:
     """One question. answer: a letter, or (start, end) seconds for grounding. groups: breakdown → value(s).
-    unit: the scoring unit (VNBench scores a video's 4 tries together); defaults to the id."""
+    unit: the scoring unit (VNBench scores a video's 4 tries together); defaults to the id.
+    bound: (start, end) seconds the frames are sampled in (MVBench/MLVU `start`/`end`; either may be None).
+    subtitle: None without subtitles, else the text put in the prompt (`Rule.subtitles` fills it);
+    subtitle_file, duration (s), subtitle_offset (s): what the task's subtitle rule reads."""
 
     id: str
     video: str
@@ -49,22 +58,39 @@ class Item:
     answer: Any = None
     groups: dict = dataclasses.field(default_factory=dict)
     unit: str = ""
-    subtitle: str = ""
+    bound: tuple[float | None, float | None] | None = None
+    subtitle: str | None = None
+    subtitle_file: str = ""
+    duration: float | None = None
+    subtitle_offset: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    """A protocol's prompt builder and parser for one task; skip_empty: empty outputs leave the denominator."""
+    """A protocol's prompt builder and parser for one task; skip_empty: empty outputs leave the denominator.
+    subtitles: (item, subtitle folder, video path) → the subtitle text, for tasks that have subtitles."""
 
     prompt: Callable[[Item], str]
     parse: Callable[[str, Item], Any]
     skip_empty: bool = False
+    subtitles: Callable[[Item, str, str], str] | None = None
 
 
 def _need(record: dict, key: str, where: str) -> Any:
     if key not in record or record[key] is None:
         raise ConfigError(f"{where}: missing field {key!r}")
     return record[key]
+
+
+def _bound(record: dict, where: str) -> tuple[float | None, float | None] | None:
+    """The record's `start`/`end` seconds (the fork samples frames only inside them), or None."""
+    start, end = record.get("start"), record.get("end")
+    if start is None and end is None:
+        return None
+    try:
+        return (None if start is None else float(start), None if end is None else float(end))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: start/end {start!r}/{end!r} are not seconds") from None
 
 
 def _letter_of(options, answer, where: str) -> str:
@@ -119,7 +145,8 @@ class Task:
 
 
 class MLVU(Task):
-    """MLVU multiple choice: records {video, question, candidates, answer (text), question_type}."""
+    """MLVU multiple choice: records {video, question, candidates, answer (text), question_type}, and
+    optionally start/end seconds (the frames are sampled inside them, as the fork's `doc_to_visual`)."""
 
     name = "mlvu_mc"
     breakdowns = ("task_type",)
@@ -131,7 +158,7 @@ class MLVU(Task):
             options = tuple(_need(r, "candidates", where))
             out.append(Item(id=str(r.get("question_id", f"{source}/{n}")), video=str(r.get("video") or _need(r, "video_name", where)),
                             question=str(_need(r, "question", where)), options=options,
-                            answer=_letter_of(options, _need(r, "answer", where), where),
+                            answer=_letter_of(options, _need(r, "answer", where), where), bound=_bound(r, where),
                             groups={"task_type": str(r.get("question_type") or r.get("task_type") or source)}))
         return out
 
@@ -143,12 +170,14 @@ class MLVU(Task):
 
 
 class MVBench(MLVU):
-    """MVBench: one JSON per sub-task {video, question, candidates, answer (text)}; the file stem is the task."""
+    """MVBench: one JSON per sub-task {video, question, candidates, answer (text), start/end for some};
+    the file stem is the task."""
 
     name = "mvbench"
 
     def rules(self):
-        return {"videochat_flash": Rule(lambda it: f"Question: {it.question}\nOption:\n{_paren_options(it)}{LETTER_POST}",
+        # every sub-task YAML of the fork (`mvbench_<task>.yaml`) sets post_prompt "\nOnly give the best option."
+        return {"videochat_flash": Rule(lambda it: f"Question: {it.question}\nOption:\n{_paren_options(it)}{BEST_POST}",
                                         **MCQ_ACC)}
 
 
@@ -192,7 +221,8 @@ class LVBench(Task):
 
 class VideoMME(Task):
     """Video-MME: the parquet columns (videoID, question_id, duration, domain, sub_category, task_type,
-    question, options ["A. …", …], answer letter), from parquet or the same rows as JSON/JSONL."""
+    question, options ["A. …", …], answer letter), from parquet or the same rows as JSON/JSONL.
+    Subtitles: `<videoID>.srt` (see `subtitles.py` for each protocol's choice of lines)."""
 
     name = "videomme"
     breakdowns = ("duration", "domain", "sub_category", "task_type")
@@ -201,31 +231,47 @@ class VideoMME(Task):
         out = []
         for n, (source, r) in enumerate(records):
             where = f"{source} record {n}"
-            out.append(Item(id=str(_need(r, "question_id", where)), video=str(_need(r, "videoID", where)),
+            video = str(_need(r, "videoID", where))
+            out.append(Item(id=str(_need(r, "question_id", where)), video=video,
                             question=str(_need(r, "question", where)), options=tuple(_need(r, "options", where)),
-                            answer=str(_need(r, "answer", where)),
+                            answer=str(_need(r, "answer", where)), subtitle_file=video + ".srt",
                             groups={k: str(_need(r, k, where)) for k in self.breakdowns}))
         return out
 
     def rules(self):
         def flash(it: Item) -> str:
             body = "Question: " + it.question + "\nOption:\n" + "\n".join(it.options)
-            if it.subtitle:
-                head = VIDEOMME_FRAMES.replace("frames of a video", "frames and subtitles of a video").replace(
-                    "based on the video.", "based on the video and the subtitles.")
-                return f"This video's subtitles are listed below: \n{it.subtitle}\n{head}\n{body}\nThe best answer is:"
-            return VIDEOMME_FRAMES + "\n" + body + "\n" + LETTER_POST
+            if it.subtitle is None:
+                return VIDEOMME_FRAMES + "\n" + body + "\n" + LETTER_POST
+            # the fork's `videomme_w_subtitle`: no header and the frames-only instruction without a subtitle file
+            head = (SUBTITLES_HEAD + it.subtitle, VIDEOMME_FRAMES_SUBS) if it.subtitle else ("", VIDEOMME_FRAMES)
+            return f"{head[0]}\n{head[1]}\n{body}\nThe best answer is:"
 
         def xl2(it: Item) -> str:
-            return VIDEOMME_XL2 + "\n" + it.question + "\n" + str(list(it.options)) + "\n" + "The best answer is:"
+            prompt = VIDEOMME_XL2 + "\n" + it.question + "\n" + str(list(it.options)) + "\n" + "The best answer is:"
+            return prompt if it.subtitle is None else SUBTITLES_HEAD + it.subtitle + "\n" + prompt
+
+        def full(it: Item, folder: str, video: str) -> str:
+            path = os.path.join(folder, it.subtitle_file)
+            return subtitles.videomme_full(subtitles.read_srt(path)) if os.path.isfile(path) else ""
+
+        def at_frames(it: Item, folder: str, video: str) -> str:
+            path = os.path.join(folder, it.subtitle_file)
+            if not os.path.isfile(path):
+                return subtitles.NO_SUBTITLES
+            cues = subtitles.read_srt(path)
+            info = probe_video(video)
+            frames = subtitles.uniform_frames(info["num_frames"], VIDEOMME_XL2_FRAMES)
+            return subtitles.videomme_at_frames(cues, frames, info["fps"])
 
         letter = lambda out, it: parsers.videomme_letter(out)  # noqa: E731
-        return {"videochat_flash": Rule(flash, letter), "video_xl2": Rule(xl2, letter)}
+        return {"videochat_flash": Rule(flash, letter, subtitles=full), "video_xl2": Rule(xl2, letter, subtitles=at_frames)}
 
 
 class LongVideoBench(Task):
     """LongVideoBench `lvb_val.json` (candidates list, correct_choice 0–4, duration_group,
-    question_category) or the lmms-eval parquet rows (option0 … option4, "N/A" for unused)."""
+    question_category) or the lmms-eval parquet rows (option0 … option4, "N/A" for unused).
+    Subtitles: the JSON named by `subtitle_path`, matched to the frame times as the fork does."""
 
     name = "longvideobench"
     breakdowns = ("duration_group", "question_category")
@@ -242,21 +288,37 @@ class LongVideoBench(Task):
             choice = int(_need(r, "correct_choice", where))
             if not 0 <= choice < len(options):
                 raise ConfigError(f"{where}: correct_choice {choice} out of range for {len(options)} options")
+            try:
+                duration = None if r.get("duration") is None else float(r["duration"])
+                offset = float(r.get("starting_timestamp_for_subtitles") or 0.0)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}: duration / starting_timestamp_for_subtitles are not seconds") from None
             out.append(Item(id=str(r.get("id", f"{source}/{n}")), video=str(_need(r, "video_path", where)),
                             question=str(_need(r, "question", where)), options=options, answer=LETTERS[choice],
-                            groups={k: str(_need(r, k, where)) for k in self.breakdowns}))
+                            groups={k: str(_need(r, k, where)) for k in self.breakdowns},
+                            subtitle_file=str(r.get("subtitle_path") or ""), duration=duration, subtitle_offset=offset))
         return out
 
     def rules(self):
         def flash(it: Item) -> str:
             question = it.question + "\n" + "\n".join(f"({LETTERS[i]}). {o}" for i, o in enumerate(it.options))
-            if it.subtitle:
-                return (f" This video's subtitles are listed below: \n{it.subtitle}.\n Select the best answer to the "
+            if it.subtitle is not None:
+                return (f" {SUBTITLES_HEAD}{it.subtitle}.\n Select the best answer to the "
                         "following multiple-choice question based on the video and the subtitles. Respond with only "
                         f"the letter of the correct option.\nQuestion: {question}\n{LETTER_POST}\n")
             return f"{question}\n{LETTER_POST}\n"
 
-        return {"videochat_flash": Rule(flash, lambda out, it: parsers.lvb_choice(out, it.options, seed=it.id))}
+        def interleaved(it: Item, folder: str, video: str) -> str:
+            if not it.subtitle_file or it.duration is None:
+                raise ConfigError(f"item {it.id}: subtitles need the record's subtitle_path and duration")
+            path = subtitles.lvb_path(folder, it.subtitle_file)
+            if not os.path.isfile(path):
+                raise ConfigError(f"subtitle file not found: {path}")
+            cues = subtitles.read_lvb(path, it.duration)
+            return subtitles.lvb_select(cues, subtitles.lvb_frame_times(it.duration), it.subtitle_offset)
+
+        return {"videochat_flash": Rule(flash, lambda out, it: parsers.lvb_choice(out, it.options, seed=it.id),
+                                        subtitles=interleaved)}
 
 
 class VNBench(Task):
