@@ -14,6 +14,7 @@ import sys
 import pytest
 
 MESHES = [(8, 1, 1, 1), (2, 4, 1, 1), (2, 2, 2, 1)]
+CI_MESHES = [(2, 2, 2, 1)]  # data, fsdp and tensor at once; the CI subset runs only this one (and accum)
 
 
 def _spec(a) -> list:
@@ -65,7 +66,8 @@ def _worker() -> None:
 
     loss1, p1, _ = run((1, 1, 1, 1))
     out = {"single": loss1, "meshes": {}}
-    for sizes in MESHES + [("accum", (2, 2, 2, 1))]:
+    meshes = MESHES if os.environ.get("LVJAX_TRAIN_SHARDING_MESHES") == "all" else CI_MESHES
+    for sizes in meshes + [("accum", (2, 2, 2, 1))]:
         accum = 2 if sizes[0] == "accum" else 1
         s = sizes[1] if accum == 2 else sizes
         loss, p, specs = run(s, accum)
@@ -75,10 +77,10 @@ def _worker() -> None:
 
 
 
-def _run_worker(worker: str, timeout: int) -> dict:
+def _run_worker(worker: str, timeout: int, meshes: str = "ci") -> dict:
     """Run this file's `worker` in a fresh process with 8 simulated CPU devices; its RESULT json."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
-               LVJAX_TRAIN_SHARDING_WORKER=worker)
+               LVJAX_TRAIN_SHARDING_WORKER=worker, LVJAX_TRAIN_SHARDING_MESHES=meshes)
     proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=timeout,
                           check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
@@ -86,8 +88,10 @@ def _run_worker(worker: str, timeout: int) -> dict:
     return json.loads(lines[0][len("RESULT"):])
 
 
-def test_step_matches_single_device_on_8_device_meshes():
-    out = _run_worker("1", timeout=600)
+@pytest.mark.parametrize("meshes", ["ci", pytest.param("all", marks=pytest.mark.heavy)])
+def test_step_matches_single_device_on_8_device_meshes(meshes):
+    out = _run_worker("1", timeout=600, meshes=meshes)
+    assert len(out["meshes"]) == (len(MESHES) if meshes == "all" else len(CI_MESHES)) + 1
     for name, r in out["meshes"].items():
         assert abs(r["loss"] - out["single"]) <= 1e-5, (name, r["loss"], out["single"])
         # Updated params after the step: an Adam step divides by sqrt(v), so fp32 reduction-order noise in
