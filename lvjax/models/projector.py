@@ -36,7 +36,7 @@ class Projector(nn.Module):
         x = nn.gelu(x, approximate=False)
         x = dense(("embed", "mlp"), "mlp_2")(x)
         if x.ndim == 3:
-            x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
+            x = nn.with_logical_constraint(x, ("activation_batch", "vision_length", "activation_embed"))
         return x
 
 
