@@ -145,5 +145,22 @@ def test_sequence_parallel_prefill_is_split_and_exact(worker_out):
     assert prefill["max_diff"] < 1e-5, prefill
 
 
+def test_sequence_axis_splits_the_llm_tokens_only():
+    """The rules (no devices needed): `--mesh tensor=2,sequence=4` parses; the LLM's hidden states and
+    queries go on `sequence`, its keys / values and every vision-side token axis never do."""
+    import flax.linen as nn
+
+    from lvjax import sharding
+    from lvjax.models import projector, qwen2, umt, vit_layer
+
+    assert sharding.parse_mesh(SEQUENCE_MESH) == (1, 1, 2, 4)
+    rules = sharding.DEFAULT_RULES
+    assert nn.logical_to_mesh_axes(qwen2.ACT, rules)[1] == "sequence"
+    assert nn.logical_to_mesh_axes(qwen2.Q_AXES, rules)[1] == "sequence"
+    assert nn.logical_to_mesh_axes(qwen2.KV_AXES, rules)[1] is None
+    for axes in (umt.ACT, vit_layer.ACT, projector.ACT):
+        assert "sequence" not in str(nn.logical_to_mesh_axes(axes, rules)), axes
+
+
 if __name__ == "__main__" and os.environ.get("LVJAX_INFERENCE_SHARDING_WORKER"):
     _worker()
