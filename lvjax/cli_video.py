@@ -6,7 +6,13 @@ import argparse
 import json
 import sys
 
-from lvjax.cli_args import EXIT_CODES, MESH_HELP, nonnegative_int, positive_float, positive_int
+from lvjax.cli_args import (
+    EXIT_CODES,
+    MESH_HELP,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
 from lvjax.config import ConfigError
 from lvjax.errors import UsageError
 
