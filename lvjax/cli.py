@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 
-from lvjax.cli_args import EXIT_CODES, positive_int
+from lvjax.cli_args import EXIT_CODES, MESH_HELP, positive_int
 from lvjax.config import ConfigError
 from lvjax.errors import LvjaxError
 
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True, help="text to continue (UTF-8)")
     p.add_argument("--max-new-tokens", type=positive_int, default=32, help="number of new tokens")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,tensor=4 (axes data, fsdp, tensor, sequence; default: one device)")
+    p.add_argument("--mesh", default=None, help=MESH_HELP)
     p.set_defaults(func=_generate)
 
     p = add("info", "family, parameter count, dtype, sizes and default sampling of a model")

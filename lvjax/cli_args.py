@@ -7,6 +7,8 @@ import argparse
 EXIT_CODES = ("exit status: 0 success; 1 a bad file, folder, config, checkpoint or video (one line on stderr); "
               "2 bad usage (an option's value, a question); 130 / 143 interrupted (Ctrl-C / SIGTERM), "
               "nothing half-written left behind")
+MESH_HELP = ("device mesh over axes data, fsdp, tensor, sequence, e.g. data=2,tensor=4, or tensor=2,sequence=4 "
+             "(sequence splits the LLM prefill over devices; docs/scale.md); default: one device")
 
 
 def positive_int(text: str) -> int:

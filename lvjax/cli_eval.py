@@ -7,7 +7,7 @@ import dataclasses
 import json
 
 import lvjax
-from lvjax.cli_args import EXIT_CODES, positive_float, positive_int
+from lvjax.cli_args import EXIT_CODES, MESH_HELP, positive_float, positive_int
 from lvjax.config import ConfigError
 from lvjax.eval import runner
 from lvjax.eval.niah import make_niah
@@ -105,7 +105,7 @@ def register(sub) -> None:
     p.add_argument("--fps", type=positive_float, help="sampling rate in frames/s (default: the protocol's)")
     p.add_argument("--compression", help="in-LLM compression plan (default: from config)")
     p.add_argument("--max-new-tokens", type=positive_int, help="answer length cap (default: the original's, 16 or 32)")
-    p.add_argument("--mesh", help="device mesh, e.g. data=2,tensor=4 (axes data, fsdp, tensor, sequence; default: one device)")
+    p.add_argument("--mesh", help=MESH_HELP)
     p.add_argument("--select-frames", type=positive_int, metavar="K", help="QC-Comp: answer from the K frames most relevant "
                    "to the question (videos of >= 1024 sampled frames unless --qc threshold=N)")
     p.add_argument("--qc", nargs="+", metavar="FIELD=N", help="QC-Comp settings (QCCompConfig fields, e.g. threshold=32 "

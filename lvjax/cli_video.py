@@ -6,7 +6,13 @@ import argparse
 import json
 import sys
 
-from lvjax.cli_args import EXIT_CODES, nonnegative_int, positive_float, positive_int
+from lvjax.cli_args import (
+    EXIT_CODES,
+    MESH_HELP,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
 from lvjax.config import ConfigError
 from lvjax.errors import UsageError
 
@@ -14,7 +20,7 @@ from lvjax.errors import UsageError
 def _add_video_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="PATH", help="video model: HF folder (original format) or lvjax checkpoint")
     p.add_argument("--video", required=True, metavar="FILE", help="video file, folder of frames, or an image")
-    p.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,tensor=4 (axes data, fsdp, tensor, sequence; default: one device)")
+    p.add_argument("--mesh", default=None, help=MESH_HELP)
     p.add_argument("--max-frames", type=positive_int, default=None,
                    help="most frames sampled (default: the family's, e.g. 512 for VideoChat-Flash; see `lvjax info`)")
     p.add_argument("--min-frames", type=positive_int, default=None,

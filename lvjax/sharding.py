@@ -4,8 +4,10 @@ Shared by inference (`lvjax.load(path, mesh=...)`) and training. Mesh axes are (
 'tensor', 'sequence'); sizes come from a config or a string "data=2,tensor=4" (-1 fills,
 missing axes are 1). Parameters carry logical axis names (`nn.with_logical_partitioning` in the
 model); `DEFAULT_RULES` maps each name to mesh axes, so re-sharding never touches model code:
-the ViT runs data-parallel over clips (`activation_batch`), the LLM tensor-parallel over
-heads / MLP / vocab, a KV cache (B, Hkv, S, D) over batch × KV heads.
+the ViT runs data-parallel over clips (`activation_batch`; its token axis `vision_length` is never
+split), the LLM tensor-parallel over heads / MLP / vocab and, with a `sequence` axis, its prefill
+sequence-parallel: hidden states and queries split on `activation_length`, keys / values
+all-gathered (`activation_kv_length` replicated). A KV cache (B, Hkv, S, D) is split over batch × KV heads.
 """
 
 from __future__ import annotations
@@ -26,11 +28,15 @@ AXES = ("data", "fsdp", "tensor", "sequence")
 BATCH_AXES = ("data", "fsdp")
 
 # logical name → mesh axes. Parameters: embed, mlp, heads, kv_heads, vocab, norm, layers.
-# Activations: activation_batch/length/embed. KV caches (B, Hkv, S, D): cache_batch/heads/length.
+# Activations: activation_batch/length/embed (LLM hidden states and queries), activation_kv_length
+# (keys / values inside attention), vision_length (ViT / ToMe / projector tokens).
+# KV caches (B, Hkv, S, D): cache_batch/heads/length.
 DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("activation_batch", ("data", "fsdp")),
     ("activation_length", "sequence"),
     ("activation_embed", None),
+    ("activation_kv_length", None),  # K/V all-gathered over `sequence`: every query block sees every key
+    ("vision_length", None),  # the ViT is never sequence-split (ToMe's merges are discontinuous in it)
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),

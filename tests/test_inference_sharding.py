@@ -1,9 +1,12 @@
 """`lvjax.load(path, mesh=...)` on 8 simulated CPU devices answers like one device.
 
-Meshes (8 data) and (2 data, 4 tensor): the same answer tokens, visual features and text logits
-within 1e-5 (fp32) of the unsharded model; parameters carry the shardings the rules give
-(checked on the arrays' shards); the loader held one parameter at a time on the host. The work
-runs in a subprocess (XLA_FLAGS must be set before jax initialises).
+Meshes (8 data), (2 data, 4 tensor) and (2 tensor, 4 sequence): the same answer tokens (also with
+LP-Comp drops, `xcomp_cosine`, on the sequence mesh), visual features and text logits within 1e-5
+(fp32) of the unsharded model; parameters carry the shardings the rules give (checked on the
+arrays' shards); the loader held one parameter at a time on the host. On the sequence mesh a
+prefill with drops keeps every layer's hidden states split on `sequence`, also at lengths the axis
+does not divide (as XLA placed them: `jax.debug.inspect_array_sharding`), and gathers K/V. The
+work runs in one subprocess (XLA_FLAGS must be set before jax initialises).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import tempfile
 
 import pytest
 
-MESHES = ("data=8", "data=2,tensor=4")
+SEQUENCE_MESH = "tensor=2,sequence=4"
+MESHES = ("data=8", "data=2,tensor=4", SEQUENCE_MESH)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout's lvjax, not an installed one
 
 
@@ -25,6 +29,8 @@ def _worker() -> None:
     import numpy as np
 
     import lvjax
+    from lvjax.families.videochat_flash import answer
+    from lvjax.models import llm
     from lvjax.testing.tiny import build_tiny_videochat_flash
 
     assert jax.device_count() == 8, jax.devices()
@@ -37,6 +43,10 @@ def _worker() -> None:
         model = lvjax.load(str(folder), mesh=mesh)
         encoded = model.encode_video(video, fps=1.0)
         _, report = model.answer_encoded(encoded, "What happens?", max_new_tokens=8)
+        compressed = None
+        if mesh in (None, SEQUENCE_MESH):
+            compressed = model.answer_encoded(encoded, "What happens?", max_new_tokens=8,
+                                              compression="xcomp_cosine")[1]["token_ids"]
         layer = model.params["llm"]["layers"][0]
         arrays = {"gate": layer["mlp"]["gate_proj"]["kernel"], "o": layer["self_attn"]["o_proj"]["kernel"],
                   "k": layer["self_attn"]["k_proj"]["kernel"], "embed": model.params["llm"]["embed_tokens"]["embedding"],
@@ -44,12 +54,39 @@ def _worker() -> None:
         shards = {n: [list(a.shape), list(a.addressable_shards[0].data.shape),
                       [list(e) if isinstance(e, tuple) else e for e in a.sharding.spec] if mesh else None]
                   for n, a in arrays.items()}
-        return {"tokens": report["token_ids"], "visual": np.asarray(encoded.visual).tolist(),
-                "logits": model.logits(ids).tolist(), "shards": shards, "load": model.load_report}
+        return {"tokens": report["token_ids"], "compressed_tokens": compressed,
+                "visual": np.asarray(encoded.visual).tolist(), "logits": model.logits(ids).tolist(),
+                "shards": shards, "load": model.load_report}
+
+    def sequence_prefill():
+        """A 302-token prefill with the xcomp_cosine drops on SEQUENCE_MESH: per layer input its length
+        and the sharding XLA gave it, whether the HLO all-gathers, the max |Δ| to one device."""
+        model = lvjax.load(str(folder), mesh=SEQUENCE_MESH)
+        cfg, params = model._llm_cfg, model._llm_params
+        drops = answer.drops(model.config, "xcomp_cosine", 256)
+        x = np.random.RandomState(2).randn(1, 302, cfg.hidden_size).astype(np.float32)
+        valid = np.ones((1, 302), bool)
+        layers = []
+
+        def hidden(p, x, valid, inspect):
+            h, _, _, inputs = llm.prefill(p, cfg, x, valid, drops=drops, visual_start=30, n_visual=256,
+                                          return_hidden=True)
+            for a in inputs if inspect else ():
+                jax.debug.inspect_array_sharding(a, callback=lambda s, n=a.shape[1]: layers.append(
+                    [n, [list(e) if isinstance(e, tuple) else e for e in s.spec]]))
+            return h
+
+        with model._sharded():
+            compiled = jax.jit(hidden, static_argnums=3).lower(params, x, valid, True).compile()
+            got = compiled(params, x, valid)
+        want = jax.jit(hidden, static_argnums=3)(jax.device_get(params), x, valid, False)
+        return {"layers": layers, "all_gather": "all-gather" in compiled.as_text(),
+                "max_diff": float(np.abs(np.asarray(got) - np.asarray(want)).max())}
 
     out = {"single": run(None)}
     for mesh in MESHES:
         out[mesh] = run(mesh)
+    out["sequence_prefill"] = sequence_prefill()
     print("RESULT" + json.dumps(out))
 
 
@@ -64,11 +101,16 @@ def _run_worker(timeout: int) -> dict:
     return json.loads(lines[0][len("RESULT"):])
 
 
+@pytest.fixture(scope="module")
+def worker_out() -> dict:
+    return _run_worker(timeout=1200)
+
+
 @pytest.mark.heavy
-def test_answer_on_8_device_meshes_matches_one_device():
+def test_answer_on_8_device_meshes_matches_one_device(worker_out):
     import numpy as np
 
-    out = _run_worker(timeout=900)
+    out = worker_out
     one = out["single"]
     for mesh in MESHES:
         got = out[mesh]
@@ -87,6 +129,37 @@ def test_answer_on_8_device_meshes_matches_one_device():
     assert tp["embed"][2] == ["tensor", "fsdp"] and tp["embed"][1][0] < tp["embed"][0][0]
     dp = out["data=8"]["shards"]
     assert all(full == local for full, local, _ in dp.values()), dp  # data parallel: weights replicated
+
+
+@pytest.mark.heavy
+def test_sequence_parallel_prefill_is_split_and_exact(worker_out):
+    out = worker_out
+    # LP-Comp drops under the sequence split: the same tokens as one device.
+    assert out[SEQUENCE_MESH]["compressed_tokens"] == out["single"]["compressed_tokens"]
+    prefill = out["sequence_prefill"]
+    lengths = [n for n, _ in prefill["layers"]]
+    assert len(lengths) == 4 and lengths[0] > lengths[-1], prefill  # the drops shortened the sequence
+    assert any(n % 4 for n in lengths), lengths  # uneven shards are exercised
+    assert all(spec[:2] == [None, "sequence"] for _, spec in prefill["layers"]), prefill
+    assert prefill["all_gather"]  # K/V gathered over `sequence` for attention
+    assert prefill["max_diff"] < 1e-5, prefill
+
+
+def test_sequence_axis_splits_the_llm_tokens_only():
+    """The rules (no devices needed): `--mesh tensor=2,sequence=4` parses; the LLM's hidden states and
+    queries go on `sequence`, its keys / values and every vision-side token axis never do."""
+    import flax.linen as nn
+
+    from lvjax import sharding
+    from lvjax.models import projector, qwen2, umt, vit_layer
+
+    assert sharding.parse_mesh(SEQUENCE_MESH) == (1, 1, 2, 4)
+    rules = sharding.DEFAULT_RULES
+    assert nn.logical_to_mesh_axes(qwen2.ACT, rules)[1] == "sequence"
+    assert nn.logical_to_mesh_axes(qwen2.Q_AXES, rules)[1] == "sequence"
+    assert nn.logical_to_mesh_axes(qwen2.KV_AXES, rules)[1] is None
+    for axes in (umt.ACT, vit_layer.ACT, projector.ACT):
+        assert "sequence" not in str(nn.logical_to_mesh_axes(axes, rules)), axes
 
 
 if __name__ == "__main__" and os.environ.get("LVJAX_INFERENCE_SHARDING_WORKER"):

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 P = nn.with_logical_partitioning
+ACT = ("activation_batch", "vision_length", "activation_embed")  # per clip: never sequence-split
 
 
 class Projector(nn.Module):
@@ -36,7 +37,7 @@ class Projector(nn.Module):
         x = nn.gelu(x, approximate=False)
         x = dense(("embed", "mlp"), "mlp_2")(x)
         if x.ndim == 3:
-            x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
+            x = nn.with_logical_constraint(x, ACT)
         return x
 
 

@@ -30,6 +30,12 @@ from lvjax.models.stack import scanned
 
 P = nn.with_logical_partitioning
 ACT = ("activation_batch", "activation_length", "activation_embed")
+# Inside attention (B, T, H, hd): queries keep the hidden states' length split, keys / values are
+# whole on every device (`activation_kv_length` is replicated: GSPMD all-gathers them over
+# `sequence`). Heads and head_dim stay as the projections left them (Hkv may be < the tensor axis).
+_FREE = jax.sharding.PartitionSpec.UNCONSTRAINED
+Q_AXES = ("activation_batch", "activation_length", _FREE, _FREE)
+KV_AXES = ("activation_batch", "activation_kv_length", _FREE, _FREE)
 
 
 def _dtype(name: str):
@@ -147,7 +153,8 @@ class Attention(nn.Module):
     (B, T, T))` the tokens attend to the cache as it was and to themselves (`attend_cached`),
     then their keys/values are written at slot `cache_index`; otherwise attention runs over the
     input itself. Returns (output (B, T, D), (k, v) — the updated cache, or this input's
-    keys/values (B, T, Hkv, D)).
+    keys/values (B, T, Hkv, D)). Under a `sequence` mesh axis the queries stay split on length and
+    k / v are all-gathered (`Q_AXES`, `KV_AXES`), so each device attends its own query rows.
     With a static block-sparse `layout` (self-attention only) it replaces `mask`.
 
     Extension point (Video-XL's visual summarization tokens): `beacon` names the projections
@@ -196,6 +203,8 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         q, k, v = self.project(x)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q = nn.with_logical_constraint(q, Q_AXES)
+        k, v = (nn.with_logical_constraint(a, KV_AXES) for a in (k, v))
         if cache is not None:
             cache_mask, new_mask = mask
             out = attend_cached(q, k, v, cache[0], cache[1], cache_mask, new_mask)

@@ -112,7 +112,7 @@ class UMTConfig:
 
 
 P = nn.with_logical_partitioning
-ACT = ("activation_batch", "activation_length", "activation_embed")
+ACT = ("activation_batch", "vision_length", "activation_embed")  # a clip's tokens: never sequence-split
 
 def _dense(features: int, axes: tuple, cfg: UMTConfig, name: str, use_bias: bool = True) -> nn.Dense:
     return nn.Dense(

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from lvjax.attention import attend
 
 P = nn.with_logical_partitioning
-ACT = ("activation_batch", "activation_length", "activation_embed")
+ACT = ("activation_batch", "vision_length", "activation_embed")  # a clip's tokens: never sequence-split
 ACTIVATIONS = {"quick_gelu": lambda h: h * jax.nn.sigmoid(1.702 * h),
                "gelu_tanh": lambda h: nn.gelu(h, approximate=True)}
 
