@@ -12,8 +12,8 @@ from kernels_pallas.block_sparse import layout as L
 from kernels_pallas.block_sparse.reference import reference_attention
 from lvjax import attention
 from lvjax.attention import attend, choose_impl
-from lvjax.families.video_xl2.sparse import chunk_layout
 from lvjax.families.video_xl2.spans import synthetic_spans
+from lvjax.families.video_xl2.sparse import chunk_layout
 from lvjax.models.llm import causal_layout
 
 LAY = causal_layout(60, (30, 36))

@@ -21,8 +21,8 @@ from kernels_pallas.block_sparse.block_info import (
     brute_force_kinds,
     unpack_step,
 )
-from lvjax.families.video_xl2.sparse import chunk_layout, chunk_mask, chunks
 from lvjax.families.video_xl2.spans import synthetic_spans
+from lvjax.families.video_xl2.sparse import chunk_layout, chunk_mask, chunks
 from lvjax.models.llm import causal_layout
 
 LAYOUTS = {

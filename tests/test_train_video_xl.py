@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_training import assert_tiny_config_trains, reference_ce
 
 from lvjax.convert.hf import read_hf_folder
 from lvjax.convert.table import hf_to_lvjax
@@ -17,7 +18,6 @@ from lvjax.families.video_xl.loss import draw_window_ratios, window_arrays
 from lvjax.families.video_xl.memory import WindowPlan
 from lvjax.train import objective
 from lvjax.video.preprocess import resize_crop
-from tiny_training import assert_tiny_config_trains, reference_ce
 
 
 @pytest.fixture(scope="module")

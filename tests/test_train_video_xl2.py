@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
+from tiny_training import assert_tiny_config_trains, reference_ce
 from transformers import AutoTokenizer
 
 from lvjax.convert.table import hf_to_lvjax
@@ -16,7 +17,6 @@ from lvjax.families.video_xl2 import FAMILY
 from lvjax.families.video_xl2.loss import time_ids
 from lvjax.train import objective
 from lvjax.video.preprocess import resize_frames
-from tiny_training import assert_tiny_config_trains, reference_ce
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_training import assert_tiny_config_trains, reference_ce
 from transformers import AutoTokenizer
 
 from lvjax.convert.hf import hf_to_params, read_hf_folder
 from lvjax.families.video_xl_pro import FAMILY
-from lvjax.families.video_xl_pro.loss import draw_pad_counts, keep_count, padded_frame_index
+from lvjax.families.video_xl_pro.loss import (
+    draw_pad_counts,
+    keep_count,
+    padded_frame_index,
+)
 from lvjax.families.video_xl_pro.selector import num_kept
 from lvjax.train import objective
 from lvjax.video.preprocess import resize_frames
-from tiny_training import assert_tiny_config_trains, reference_ce
 
 
 @pytest.fixture(scope="module")

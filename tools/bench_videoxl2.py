@@ -101,8 +101,10 @@ def measure(cfg, params, frames: int, block: int, prev: int, units: int, repeats
         mode = modes.resolve(block_size_chosed=block, prev_blocks_num=prev,
                              selected_unit_indices=list(range(0, 2 * units, 2)), **opts)
         layout, plan = modes.layout_and_plan(spans, mode)
-        run = lambda: runner.generate(params, x, seen, rng, cfg=cfg, gen=gen, layout=layout, plan=plan,  # noqa: E731
-                                      suffix_start=spans.visual_end)[0]
+        def run(layout=layout, plan=plan):
+            return runner.generate(params, x, seen, rng, cfg=cfg, gen=gen, layout=layout, plan=plan,
+                                   suffix_start=spans.visual_end)[0]
+
         rows.append({"frames": frames, "tokens": spans.total_len, "mode": name, "seconds": timed(run, repeats)})
     for r in rows:
         r["time_vs_dense"] = r["seconds"] / rows[0]["seconds"]

@@ -36,15 +36,23 @@ from lvjax.families.base import Encoded, Family, Sampling, TrainingMedia
 from lvjax.families.registry import register
 from lvjax.families.video_xl_pro.config import VISION_PAD_TOKEN, VideoXLProConfig
 from lvjax.families.video_xl_pro.loss import video_ce
-from lvjax.families.video_xl_pro.selector import (GROUP_SIZE, SELECTOR_KEYS, TIME_TOKENS, Selector, draw_keep_rate,
-                                                  feature_rotary, num_kept, select, visual_slots)
+from lvjax.families.video_xl_pro.selector import (
+    GROUP_SIZE,
+    SELECTOR_KEYS,
+    TIME_TOKENS,
+    Selector,
+    draw_keep_rate,
+    feature_rotary,
+    num_kept,
+    select,
+    visual_slots,
+)
 from lvjax.generate import GenerationConfig, generate_from_embeds, sample_rng
 from lvjax.models import dts_frontend as fe
 from lvjax.models import llm
 from lvjax.models.qwen2 import Qwen2
 from lvjax.prompt import IMAGE_TOKEN_INDEX, build_prompt, tokenize_with_image
 from lvjax.video.sampling import rounded_timestamps
-
 
 
 def time_ids_for(tokenizer: Any, timestamps: Sequence[float]) -> tuple[np.ndarray, int]:

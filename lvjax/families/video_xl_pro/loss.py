@@ -27,12 +27,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from lvjax.config import ConfigError
-from lvjax.families.video_xl_pro.selector import (GROUP_SIZE, SELECTOR_KEYS, TIME_TOKENS, Selector, add_scores,
-                                                  feature_rotary, top_mask)
+from lvjax.families.video_xl_pro.selector import (
+    GROUP_SIZE,
+    SELECTOR_KEYS,
+    TIME_TOKENS,
+    Selector,
+    add_scores,
+    feature_rotary,
+    top_mask,
+)
 from lvjax.losses import IGNORE_INDEX, token_ce
 from lvjax.models import dts_frontend as fe
 from lvjax.models import llm
 from lvjax.models.qwen2 import causal_mask, positions_from_valid
+
 
 def draw_pad_counts(key: jax.Array, n: jax.Array, bucket: int) -> jax.Array:
     """(bucket,) int32 repeat counts of `add_video` for the first n (traced) of `bucket` frames: 1 per frame,
