@@ -72,11 +72,14 @@ class Layout:
                 raise ValueError(f"segment {i}: lo={lo} lies after the segment")
             segs.append(dataclasses.replace(s, lo=lo, pos=offset if s.pos < 0 else s.pos))
             offset += s.length
-        # A segment's visible range must stay in its own sequence.
+        # A segment's visible range must stay in its own sequence: lo within its run of same-seq segments.
+        run_start = 0
         for i, s in enumerate(segs):
-            for j in range(s.lo, i):
-                if segs[j].seq != s.seq:
-                    raise ValueError(f"segment {i} (seq {s.seq}) sees segment {j} of seq {segs[j].seq}")
+            if i and segs[i - 1].seq != s.seq:
+                run_start = i
+            if s.lo < run_start:
+                j = run_start - 1
+                raise ValueError(f"segment {i} (seq {s.seq}) sees segment {j} of seq {segs[j].seq}")
         object.__setattr__(self, "segments", tuple(segs))
 
     # ---- basic facts -------------------------------------------------------------------
@@ -341,13 +344,18 @@ def gather_globals(layout: Layout, moved: Sequence[int], before: int) -> Layout:
     rest = [j for j in range(len(segs)) if j not in is_moved]
     new_order = [j for j in rest if j < before] + moved + [j for j in rest if j >= before]
     new_index = {old: new for new, old in enumerate(new_order)}
+    next_rest = [len(segs)] * (len(segs) + 1)  # the first unmoved segment at or after j
+    for j in range(len(segs) - 1, -1, -1):
+        next_rest[j] = next_rest[j + 1] if j in is_moved else j
     out = []
     for i in new_order:
         sg = segs[i]
-        if i in is_moved:
-            lo = min(new_index[j] for j in range(first[i], before))
-        else:
-            lo = min([new_index[j] for j in range(sg.lo, i) if j not in is_moved], default=new_index[i])
+        if i in is_moved:  # everything earlier in its run: the run's first segment in the new order
+            j = next_rest[first[i]]
+            lo = new_index[j] if j < before else new_index[moved[0]]
+        else:  # unmoved segments keep their order: the first unmoved one of [lo, i)
+            j = next_rest[sg.lo]
+            lo = new_index[j] if j < i else new_index[i]
         out.append(dataclasses.replace(sg, lo=lo, pos=int(layout.starts[i])))
     return Layout(tuple(out))
 

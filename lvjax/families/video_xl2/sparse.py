@@ -97,6 +97,7 @@ def attention_ratio(mask: np.ndarray) -> float:
 def visited_fraction(layout: Layout, block: int) -> float:
     """Blocks the kernel visits over those of the causal layout of the same length (the lower triangle),
     at `block`×`block` tiles (a permuted layout visits blocks above the diagonal too: it may exceed 1)."""
-    info = block_info(layout, block, block)
+    n = layout.length
+    info = block_info(layout, block, block, q_len=-(-n // block) * block, q_start=0)  # the kernels' cache key
     nb = info.kind.shape[0]
     return info.num_visited / (nb * (nb + 1) // 2)
