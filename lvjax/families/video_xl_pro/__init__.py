@@ -15,6 +15,9 @@ and, at encode time, `pad_repeat_counts` (default drawn with NumPy from `pad_see
 `torch.randperm` cannot be reproduced). The repetition penalty starts from no seen tokens, as
 transformers' `generate(inputs_embeds=…)` (it has no prompt ids).
 
+Training (`loss.py`): the same path on the shared batch, the frame duplication and the keep rate drawn
+per row from its key, dropped rows masked instead of removed.
+
 Parameter tree: {"vision_tower", "sae", "mm_projector"} (front end), "text_mlp",
 "WindowTimeToTokenAttention" (selector), "llm" (Qwen2).
 """
