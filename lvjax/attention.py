@@ -153,7 +153,9 @@ def attend(
     `impl` is one of IMPLS: "auto" (`choose_impl`), "dense" (the XLA reference; "xla" is an
     alias), "blockwise" (XLA, no S×S buffer), "pallas_tpu" / "pallas_gpu" (block-sparse
     kernels; on CPU they run interpreted), "pallas_interpret" (the GPU kernel, interpreted).
-    `interpret` forces interpret mode for the Pallas kernels.
+    `interpret` forces interpret mode for the Pallas kernels. A permuted layout (self-attention only)
+    takes q/k/v in original order: the dense path applies its mask by original position, the kernels
+    get q/k/v gathered into the layout's order and the output is put back.
     """
     b, t, hq, d = q.shape
     s = k.shape[1]
@@ -163,14 +165,19 @@ def attend(
             if s != layout.length:
                 raise ValueError(f"attend: key length {s} != layout length {layout.length}")
             start = s - t if q_offset is None else q_offset
-            lmask = jnp.asarray(layout.mask_rows(start, start + t, s))
+            lmask = jnp.asarray(layout.original_mask(start, start + t))
             mask = lmask if mask is None else jnp.logical_and(jnp.asarray(mask, bool), lmask)
         return _dense(q, k, v, mask, d**-0.5 if scale is None else scale)
+    if layout.permuted:  # the kernels work in the layout's order: gather q/k/v into it, scatter the output back
+        if t != s or q_offset not in (None, 0):
+            raise ValueError(f"attend: a permuted layout is for self-attention ({t} queries, {s} keys)")
+        order, inverse = jnp.asarray(layout.order), jnp.asarray(layout.inverse)
+        q, k, v = q[:, order], k[:, order], v[:, order]
     if choice == "blockwise":
-
-        return blockwise_attention(q, k, v, layout, scale=scale, q_offset=q_offset)[0]
-
-    interpret = interpret or choice == "pallas_interpret" or jax.default_backend() == "cpu"
-    backend = "tpu" if choice == "pallas_tpu" else "gpu"
-    return block_sparse_attention(q, k, v, layout, scale=scale, backend=backend, interpret=interpret,
-                                  q_offset=q_offset)[0]
+        out = blockwise_attention(q, k, v, layout, scale=scale, q_offset=q_offset)[0]
+    else:
+        interpret = interpret or choice == "pallas_interpret" or jax.default_backend() == "cpu"
+        backend = "tpu" if choice == "pallas_tpu" else "gpu"
+        out = block_sparse_attention(q, k, v, layout, scale=scale, backend=backend, interpret=interpret,
+                                     q_offset=q_offset)[0]
+    return out[:, inverse] if layout.permuted else out

@@ -22,6 +22,7 @@ CASES = {  # layout, Hkv, group, Tq (None: all positions), (block_q, block_kv)
     "segmented_bidir": (L.segmented(5, [13, 9, 20], 7), 1, 4, None, (8, 16)),
     "segmented_causal_prev1": (L.segmented(5, [13, 9, 20], 7, segment_causal=True, prev=1), 2, 1, 30, (16, 16)),
     "chunk_sparse": (L.chunk_sparse(6, 5, 9, 2, 8, timestamp_len=3), 2, 2, None, (16, 8)),
+    "chunk_sparse_gathered": (L.chunk_sparse(6, 5, 9, 2, 8, timestamp_len=3, gather_timestamps=True), 2, 2, None, (16, 8)),
     "qc_windows": (L.qc_windows(4, [9, 11], 5, question_causal=False), 1, 2, None, (8, 8)),
     "packed_padded": (L.packed(L.causal(11), L.padding(5), L.chunk_sparse(3, 3, 7, 1, 4, timestamp_len=1)).padded(50),
                       2, 1, None, (8, 16)),
@@ -54,7 +55,7 @@ def test_matches_dense_reference(name):
     s = lay.length
     tq = tq or s
     q, k, v = _qkv(len(name), 2, tq, s, hkv * group, hkv, 16)
-    mask = lay.dense_mask()[s - tq:]  # the queries are the last tq positions
+    mask = lay.mask_rows(s - tq, s)  # the queries are the last tq positions (q/k/v in the layout's order)
     w = jax.random.normal(jax.random.key(1), q.shape)
     ours = _value_and_grads(lambda q, k, v: blockwise_attention(q, k, v, lay, block_q=bq, block_kv=bk), w)
     ref = _value_and_grads(lambda q, k, v: reference_attention(q, k, v, mask), w)

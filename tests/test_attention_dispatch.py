@@ -12,6 +12,8 @@ from kernels_pallas.block_sparse import layout as L
 from kernels_pallas.block_sparse.reference import reference_attention
 from lvjax import attention
 from lvjax.attention import attend, choose_impl
+from lvjax.families.video_xl2.spans import synthetic_spans
+from lvjax.families.video_xl2.sparse import chunk_layout
 from lvjax.models.llm import causal_layout
 
 LAY = causal_layout(60, (30, 36))
@@ -101,3 +103,31 @@ def test_gradients_with_fewer_queries_than_keys(impl):
     for name, a, b in zip("qkv", ours(q, k, v), ref(q, k, v)):
         assert a.shape == b.shape
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5, err_msg=f"d{name}")
+
+
+# Video-XL-2's chunk-sparse mask with the time tokens gathered after the visual chunks (a permuted layout).
+GATHERED = chunk_layout(synthetic_spans(20, prefix=3, time_tokens=2, visual=6, suffix=5), 1, 2)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_permuted_layout_in_original_order(impl):
+    """q/k/v and the output stay in original order: every impl equals the dense reference under the
+    mask by position (forward and gradients); only self-attention takes a permuted layout."""
+    assert GATHERED.permuted
+    s = GATHERED.length
+    q, k, v = _qkv(3, s, s)
+    mask = GATHERED.dense_mask()
+    np.testing.assert_array_equal(mask, chunk_layout(synthetic_spans(20, prefix=3, time_tokens=2, visual=6, suffix=5),
+                                                     1, 2, gather=False).dense_mask())
+    w = jax.random.normal(jax.random.key(4), q.shape)
+    ours = jax.jit(jax.value_and_grad(lambda q, k, v: (attend(q, k, v, impl=impl, layout=GATHERED) * w).sum(),
+                                      argnums=(0, 1, 2)))
+    ref = jax.jit(jax.value_and_grad(lambda q, k, v: (reference_attention(q, k, v, mask)[0] * w).sum(),
+                                     argnums=(0, 1, 2)))
+    (a, ga), (b, gb) = ours(q, k, v), ref(q, k, v)
+    np.testing.assert_allclose(float(a), float(b), rtol=1e-5)
+    for name, x, y in zip("qkv", ga, gb):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5, rtol=1e-5, err_msg=f"d{name}")
+    if impl != "dense":
+        with pytest.raises(ValueError, match="self-attention"):
+            attend(q[:, -4:], k, v, impl=impl, layout=GATHERED)

@@ -49,7 +49,8 @@ def cases(draw):
                           draw(st.integers(0, 9)), segment_causal=draw(st.booleans()), prev=draw(st.integers(0, 2)))
     elif kind == "chunk":
         lay = L.chunk_sparse(draw(st.integers(1, 7)), draw(st.integers(1, 4)), draw(st.integers(3, 13)),
-                             draw(st.integers(0, 2)), draw(st.integers(0, 7)), timestamp_len=draw(st.integers(0, 2)))
+                             draw(st.integers(0, 2)), draw(st.integers(0, 7)), timestamp_len=draw(st.integers(0, 2)),
+                             gather_timestamps=draw(st.booleans()))
     elif kind == "qc":
         lay = L.qc_windows(draw(st.integers(0, 7)), draw(st.lists(st.integers(3, 13), min_size=1, max_size=3)),
                            draw(st.integers(1, 5)), window_causal=draw(st.booleans()),

@@ -21,6 +21,8 @@ from kernels_pallas.block_sparse.block_info import (
     brute_force_kinds,
     unpack_step,
 )
+from lvjax.families.video_xl2.spans import synthetic_spans
+from lvjax.families.video_xl2.sparse import chunk_layout, chunk_mask, chunks
 from lvjax.models.llm import causal_layout
 
 LAYOUTS = {
@@ -31,6 +33,8 @@ LAYOUTS = {
     "segmented_no_prefix_suffix": L.segmented(0, [10, 10, 3], 0, prev=1),
     "chunk_sparse": L.chunk_sparse(6, 7, 9, 3, 8),
     "chunk_sparse_timestamps": L.chunk_sparse(6, 5, 9, 2, 8, timestamp_len=3),
+    "chunk_sparse_gathered": L.chunk_sparse(6, 5, 9, 2, 8, timestamp_len=3, gather_timestamps=True),
+    "chunk_sparse_gathered_bare": L.chunk_sparse(0, 4, 7, 1, 0, timestamp_len=2, gather_timestamps=True),
     "qc_windows_causal": L.qc_windows(6, [10, 7, 12], 5),
     "qc_windows_bidir_question": L.qc_windows(6, [10, 7, 12], 5, question_causal=False, window_causal=False),
     "packed_padded": L.packed(L.causal(20), L.padding(5), L.segmented(3, [8, 8], 4), L.qc_windows(2, [5, 5], 3)).padded(70),
@@ -40,25 +44,27 @@ LAYOUTS = {
 
 
 def _brute(mask_fn_layout: L.Layout, i: int, j: int) -> bool:
-    """Direct per-pair rule from the segment list (independent of token ids)."""
+    """Direct per-pair rule from the segment list (independent of token ids); i, j layout indices."""
     st_ = mask_fn_layout.starts
     si = int(np.searchsorted(st_, i, side="right") - 1)
     sj = int(np.searchsorted(st_, j, side="right") - 1)
     a, b = mask_fn_layout.segments[si], mask_fn_layout.segments[sj]
+    pi, pj = a.pos + i - st_[si], b.pos + j - st_[sj]  # original positions
     if a.seq < 0 or a.seq != b.seq:
         return False
     if si == sj:
-        return (not a.causal) or j <= i
-    return sj < si and (sj >= a.lo or b.is_global)
+        return (not a.causal) or pj <= pi
+    return pj <= pi and (a.lo <= sj < si or b.is_global)
 
 
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
 def test_dense_mask_matches_pair_rule(name):
     lay = LAYOUTS[name]
-    m = lay.dense_mask()
+    m = lay.mask_rows(0, lay.length)
     n = lay.length
     expect = np.array([[_brute(lay, i, j) for j in range(n)] for i in range(n)], bool)
     np.testing.assert_array_equal(m, expect)
+    np.testing.assert_array_equal(lay.dense_mask(), m[lay.inverse][:, lay.inverse] if lay.permuted else m)
 
 
 def test_layout_semantics():
@@ -87,7 +93,7 @@ def test_block_info_matches_brute_force(name, bq, bk):
     lay = LAYOUTS[name]
     info = block_info(lay, bq, bk)
     total = max(info.q_len, info.kv_len)
-    mask = lay.dense_mask(total)[: info.q_len, : info.kv_len]
+    mask = lay.mask_rows(0, info.q_len, total)[:, : info.kv_len]
     expect = brute_force_kinds(mask, bq, bk)
     np.testing.assert_array_equal(info.kind, expect)
     _check_visit_lists(info)
@@ -144,7 +150,7 @@ def layouts(draw):
                            prefix_causal=draw(st.booleans()), suffix_causal=draw(st.booleans()))
     if kind == "chunk":
         return L.chunk_sparse(draw(small), draw(st.integers(1, 5)), draw(st.integers(1, 11)), draw(st.integers(0, 3)),
-                              draw(small), timestamp_len=draw(st.integers(0, 3)))
+                              draw(small), timestamp_len=draw(st.integers(0, 3)), gather_timestamps=draw(st.booleans()))
     if kind == "qc":
         return L.qc_windows(draw(small), draw(st.lists(st.integers(1, 12), min_size=1, max_size=4)),
                             draw(st.integers(0, 6)), window_causal=draw(st.booleans()),
@@ -161,7 +167,7 @@ def test_block_info_random_layouts(lay, bq, bk, extra_pad):
         return
     lay = lay.padded(lay.length + extra_pad)
     info = block_info(lay, bq, bk)
-    mask = lay.dense_mask(max(info.q_len, info.kv_len))[: info.q_len, : info.kv_len]
+    mask = lay.mask_rows(0, info.q_len, max(info.q_len, info.kv_len))[:, : info.kv_len]
     np.testing.assert_array_equal(info.kind, brute_force_kinds(mask, bq, bk))
     _check_visit_lists(info)
 
@@ -202,10 +208,60 @@ def raw_layouts(draw):
 
 
 @st.composite
+def gathered_pairs(draw):
+    """(layout, `gather_globals` of it) for a random layout: some global segments that see everything
+    before them, moved in order to just before a later segment of their sequence run."""
+    lay = draw(st.one_of(layouts(), raw_layouts()))
+    segs = lay.segments
+    runs = [[0]]
+    for i in range(1, len(segs)):
+        if segs[i].seq != segs[i - 1].seq:
+            runs.append([])
+        runs[-1].append(i)
+    run = draw(st.sampled_from(runs))
+    movable = [j for j in run if segs[j].is_global and segs[j].lo == run[0]]
+    moved = draw(st.lists(st.sampled_from(movable), unique=True)) if movable and not lay.permuted else []
+    if not moved:
+        return lay, lay
+    return lay, L.gather_globals(lay, moved, draw(st.integers(max(moved) + 1, run[-1] + 1)))
+
+
+def gathered_layouts():
+    return gathered_pairs().map(lambda pair: pair[1])
+
+
+@settings(max_examples=150, deadline=None)
+@given(gathered_pairs())
+def test_gathered_layouts_keep_the_mask(pair):
+    """A gathered layout allows exactly what the layout it came from allows, by original position; its
+    `order` / `inverse` permute between the two orders; its layout-order mask is the pair rule."""
+    lay, moved = pair
+    n = lay.length
+    np.testing.assert_array_equal(moved.dense_mask(), lay.dense_mask())
+    np.testing.assert_array_equal(np.sort(moved.order), np.arange(n))
+    np.testing.assert_array_equal(moved.order[moved.inverse], np.arange(n))
+    m = moved.mask_rows(0, n)
+    np.testing.assert_array_equal(m, lay.dense_mask()[moved.order][:, moved.order])
+    expect = np.array([[_brute(moved, i, j) for j in range(n)] for i in range(n)], bool).reshape(n, n)
+    np.testing.assert_array_equal(m, expect)
+
+
+def test_gathered_chunk_sparse_visits_fewer_blocks():
+    """Video-XL-2's mask at 512 frames: time tokens in place put a global key into nearly every key block;
+    gathered, the visited blocks fall to the mask's own sparsity."""
+    spans = synthetic_spans(512)
+    inplace, gathered = chunk_layout(spans, 4, 3, gather=False), chunk_layout(spans, 4, 3)
+    np.testing.assert_array_equal(gathered.dense_mask(), inplace.dense_mask())
+    for block in (128, 512):
+        a, b = block_info(inplace, block, block), block_info(gathered, block, block)
+        assert b.num_visited < 0.6 * a.num_visited, (block, a.num_visited, b.num_visited)
+
+
+@st.composite
 def constructor_layouts(draw):
     """Every constructor of layout.py (and `causal_layout` of the LLM) with random sizes."""
     n = st.integers(1, 40)
-    kind = draw(st.sampled_from(["causal", "full", "padding", "answer", "constructed", "packed"]))
+    kind = draw(st.sampled_from(["causal", "full", "padding", "answer", "constructed", "gathered", "packed"]))
     if kind == "causal":
         return L.causal(draw(n))
     if kind == "full":
@@ -218,6 +274,8 @@ def constructor_layouts(draw):
         return causal_layout(length, (start, draw(st.integers(start + 1, length - 1))))
     if kind == "constructed":
         return draw(layouts())
+    if kind == "gathered":
+        return draw(gathered_layouts())
     return L.packed(*draw(st.lists(st.one_of(layouts(), raw_layouts(), st.just(L.padding(3))), min_size=1,
                                    max_size=3)))
 
@@ -232,7 +290,7 @@ def test_block_info_every_constructor(lay, bq, bk, extra_pad, q_frac):
     lay = lay.padded(lay.length + extra_pad)
     q_start = int(q_frac * lay.length)
     info = block_info(lay, bq, bk, q_start=q_start)
-    mask = lay.dense_mask(max(q_start + info.q_len, info.kv_len))[q_start: q_start + info.q_len, : info.kv_len]
+    mask = lay.mask_rows(q_start, q_start + info.q_len, max(q_start + info.q_len, info.kv_len))[:, : info.kv_len]
     np.testing.assert_array_equal(info.kind, brute_force_kinds(mask, bq, bk))
     _check_visit_lists(info)
 
@@ -262,6 +320,8 @@ MODEL_LAYOUTS = {  # the layouts the models build, at realistic lengths
     "answer_20000": causal_layout(20000, (19000, 19500)),
     "causal_20000": causal_layout(20000, ()),
     "chunk_sparse_videoxl2": L.chunk_sparse(30, 64, 300, 3, 60, timestamp_len=6),
+    "chunk_sparse_videoxl2_gathered": L.chunk_sparse(30, 64, 300, 3, 60, timestamp_len=6, gather_timestamps=True),
+    "videoxl2_chunk_layout_512_frames": chunk_layout(synthetic_spans(512), 4, 3),
     "segment_local_xcomp": L.segmented(100, [512] * 38, 60),
     "segment_local_prev1_causal": L.segmented(100, [700] * 12, 60, segment_causal=True, prev=1),
     "qc_windows": L.qc_windows(100, [1024] * 8, 40),
@@ -279,3 +339,12 @@ def test_block_info_model_layouts_at_length(name):
             nq, nk = info.kind.shape
             np.testing.assert_array_equal(info.kind, _kinds_from_tiles(counts, 128, bq, bk, nq, nk),
                                           err_msg=f"blocks {bq}x{bk}")
+
+
+@pytest.mark.parametrize("frames,block,prev", [(16, 1, 1), (64, 4, 3), (68, 4, 3), (80, 1, 2), (128, 2, 2), (128, 4, 3)])
+def test_videoxl2_chunk_layout_is_the_token_rule(frames, block, prev):
+    """`chunk_layout` (gathered, or causal when the rule hides nothing) against the per-token rule."""
+    spans = synthetic_spans(frames, prefix=5, time_tokens=3, visual=8, suffix=6)
+    lay = chunk_layout(spans, block, prev)
+    np.testing.assert_array_equal(lay.dense_mask(), chunk_mask(spans, block, prev))
+    assert lay.permuted == (len(chunks(spans, block, prev)) > prev + 1)

@@ -16,7 +16,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.mark.parametrize("name", ["xcomp_2b", "xcomp_2b_tiny", "videochat_flash_2b_sft", "videochat_flash_2b_sft_tiny",
-                                  "tiny_text"])
+                                  "tiny_text", "video_xl_pro_3b", "video_xl_pro_tiny"])
 def test_shipped_configs_validate(name):
     cfg = load_config(str(CONFIGS / f"{name}.yaml"))
     assert cfg.train.global_batch % cfg.train.grad_accum == 0

@@ -4,12 +4,11 @@ step-random draws, and a 3-step `lvjax train` run of configs/video_xl_tiny.yaml.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_training import assert_tiny_config_trains, reference_ce
 
 from lvjax.convert.hf import read_hf_folder
 from lvjax.convert.table import hf_to_lvjax
@@ -17,22 +16,8 @@ from lvjax.families.video_xl import FAMILY
 from lvjax.families.video_xl.convert import set_resize_rows
 from lvjax.families.video_xl.loss import draw_window_ratios, window_arrays
 from lvjax.families.video_xl.memory import WindowPlan
-from lvjax.train import objective, synthetic
-from lvjax.train.config import load_config
-from lvjax.train.loop import train
+from lvjax.train import objective
 from lvjax.video.preprocess import resize_crop
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def reference_ce(logits: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
-    """Σ next-token CE in float64 numpy: logits (T, V) at j predict labels[j + 1] (−100 = none)."""
-    lg = logits[:-1].astype(np.float64)
-    target = labels[1:]
-    m = target != -100
-    lse = np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1)) + lg.max(-1)
-    picked = lg[np.arange(len(target)), np.where(m, target, 0)]
-    return float(np.sum((lse - picked)[m])), int(m.sum())
 
 
 @pytest.fixture(scope="module")
@@ -120,12 +105,4 @@ def test_step_random_draws_only_valid_ratios_uniformly_and_per_key():
 @pytest.mark.heavy
 def test_tiny_config_trains_three_steps(tmp_path):
     """`lvjax train --config configs/video_xl_tiny.yaml` (the tiny original, ratios {2, 4, 8}): loss falls."""
-    jsonl = synthetic.make_video_qa(str(tmp_path / "data"), 6)
-    cfg = load_config(str(CONFIGS / "video_xl_tiny.yaml"),
-                      [f"data.train_jsonl={jsonl}", f"data.media_root={tmp_path / 'data'}", "train.steps=3",
-                       "train.log_every=1", "train.progress=false", f"train.output_dir={tmp_path / 'run'}",
-                       "optim.warmup_ratio=0.0", "optim.schedule=constant", "optim.lr=2e-3"])
-    out = train(cfg, verbose=False)
-    losses = [r["loss"] for r in out["steps"]]
-    assert len(losses) == 3 and all(np.isfinite(losses)), losses
-    assert losses[-1] < losses[0], losses
+    assert_tiny_config_trains("video_xl_tiny.yaml", tmp_path)

@@ -3,32 +3,26 @@ prefill) against the CE of the recorded original's suffix logits, and a 3-step t
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
 import jax
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
+from tiny_training import assert_tiny_config_trains, reference_ce
 from transformers import AutoTokenizer
 
 from lvjax.convert.table import hf_to_lvjax
 from lvjax.families.video_xl2 import FAMILY
 from lvjax.families.video_xl2.loss import time_ids
-from lvjax.train import objective, synthetic
-from lvjax.train.config import load_config
-from lvjax.train.loop import train
+from lvjax.train import objective
 from lvjax.video.preprocess import resize_frames
-from test_train_video_xl import reference_ce
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.fixture(scope="module")
 def model(recorded):
     ref = recorded("videoxl2")
     folder = ref.model_dir
-    import json
-
     cfg = FAMILY.config_from_hf(json.loads((folder / "config.json").read_text()), str(folder / "config.json"))
     params = hf_to_lvjax(load_file(str(folder / "model.safetensors")), FAMILY.rules(cfg))
     return ref, cfg, params, AutoTokenizer.from_pretrained(str(folder))
@@ -57,12 +51,4 @@ def test_loss_equals_ce_of_recorded_suffix_logits(model, prefill, tag):
 
 @pytest.mark.heavy
 def test_tiny_config_trains_three_steps(tmp_path):
-    jsonl = synthetic.make_video_qa(str(tmp_path / "data"), 6)
-    cfg = load_config(str(CONFIGS / "video_xl2_tiny.yaml"),
-                      [f"data.train_jsonl={jsonl}", f"data.media_root={tmp_path / 'data'}", "train.steps=3",
-                       "train.log_every=1", "train.progress=false", f"train.output_dir={tmp_path / 'run'}",
-                       "optim.warmup_ratio=0.0", "optim.schedule=constant", "optim.lr=2e-3"])
-    out = train(cfg, verbose=False)
-    losses = [r["loss"] for r in out["steps"]]
-    assert len(losses) == 3 and all(np.isfinite(losses)), losses
-    assert losses[-1] < losses[0], losses
+    assert_tiny_config_trains("video_xl2_tiny.yaml", tmp_path)

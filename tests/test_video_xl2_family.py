@@ -94,5 +94,6 @@ def test_end_to_end_answer(ref, loaded):
                                            selected_unit_indices=s["selected_unit_indices"])
     np.testing.assert_array_equal(tokens, ref["bilevel/greedy_ids"])
     assert report["prompt_tokens"] == facts["pure"]["total_len"] and report["decode"] == "bilevel"
+    assert 0 < report["prefill_visited_blocks"] <= 2  # blocks of the sparse prefill over the causal layout's
     with pytest.raises(ConfigError, match="compression_plan"):
         FAMILY.answer_encoded(model, encoded, facts["question"], gen=gen, seed=0, compression_plan="lp")

@@ -2,10 +2,12 @@
 
 Built on the host from the layout's segment intervals, never from a token×token mask: a
 query block is cut into pieces that lie in one segment; for a piece, the keys a query row
-sees are a fixed part (segment range [lo, i) plus earlier globals of the sequence) and its
-own segment ([start, row] when causal, the whole segment otherwise). Counting, for every key
-block at once, how many keys of each part fall into it (prefix sums over token ranges)
-classifies the block as empty / partial / full in O(pieces × key blocks) = O(blocks).
+sees are its own segment ([start, row] when causal, the whole segment otherwise) and, among
+the keys at earlier original positions, the segment range [lo, i) and the globals of its
+sequence. Counting, for every key block at once, how many keys of each part fall into it
+(interval overlaps and prefix sums over token ranges, per run of increasing positions)
+classifies the block as empty / partial / full in O(pieces × runs × key blocks) = O(blocks)
+(one run unless the layout is permuted; two for Video-XL-2's gathered time tokens).
 """
 
 from __future__ import annotations
@@ -147,26 +149,48 @@ def _overlap(a0, a1, b0, b1):
     return np.maximum(0, np.minimum(a1, b1) - np.maximum(a0, b0))
 
 
+def _runs(layout: Layout) -> list[tuple[int, int]]:
+    """Token ranges [r0, r1) of the maximal stretches of segments whose original positions keep
+    increasing along the layout (one run for an unpermuted layout)."""
+    runs: list[list[int]] = []
+    last_end = None
+    for seg, a in zip(layout.segments, layout.starts[:-1]):
+        if not seg.length:
+            continue
+        if last_end is None or seg.pos < last_end:
+            runs.append([int(a), int(a)])
+        runs[-1][1] = int(a) + seg.length
+        last_end = seg.pos + seg.length
+    return [(a, b) for a, b in runs]
+
+
 def classify_blocks(layout: Layout, block_q: int, block_kv: int, q_len: int, kv_len: int, q_start: int = 0) -> np.ndarray:
     """(nq, nk) int8 block kinds from the segment intervals (no token×token mask); query block i
-    holds layout positions q_start + [i·block_q, (i+1)·block_q)."""
+    holds layout positions q_start + [i·block_q, (i+1)·block_q).
+
+    A query row at original position p in segment s sees: its own segment (up to p when causal),
+    and among the keys with position ≤ p those of segments [lo, s) and the globals of its sequence.
+    Along a run of increasing positions (`_runs`) the keys with position ≤ p are a prefix of the run,
+    so per key block that count is a few interval overlaps and prefix sums of the global indicator.
+    The seen set grows with p, so a piece's first row gives "full" and its last row "empty"."""
     nq, nk = q_len // block_q, kv_len // block_kv
     segs = layout.segments
     starts = layout.starts
     n = layout.length
+    pos = layout.token_ids()["pos"][:n]
+    runs = [(a, b, pos[a:b]) for a, b in _runs(layout)]
     kv0 = np.arange(nk, dtype=np.int64) * block_kv
     kv1 = kv0 + block_kv
     # Per sequence, prefix sums of its global-token indicator over the token span of that
     # sequence (O(span) each). A sequence may be interrupted by padding (the answer path's
-    # `[prefix][padding][question]`): its globals are those of every earlier segment with the
-    # same `seq`, wherever the sequence resumes.
+    # `[prefix][padding][question]`): its globals are those of every segment with the same `seq`.
     by_seq: dict[int, list[int]] = {}
     for j, seg in enumerate(segs):
         by_seq.setdefault(seg.seq, []).append(j)
     glob_cum: dict[int, tuple[int, np.ndarray]] = {}
 
-    def glob_count(seq, t1):
-        """Global tokens of sequence `seq` in tokens [0, t1) ∩ each key block (vector over blocks)."""
+    def glob_count(seq, t0_, t1_):
+        """Global tokens of sequence `seq` in tokens [t0_, t1_) ∩ each key block (vector over blocks)."""
         if seq not in glob_cum:
             mine = by_seq[seq]
             t0 = int(starts[mine[0]])
@@ -176,12 +200,26 @@ def classify_blocks(layout: Layout, block_q: int, block_kv: int, q_len: int, kv_
                     tok[starts[j] - t0: starts[j + 1] - t0] = 1
             glob_cum[seq] = t0, np.concatenate([[0], np.cumsum(tok)])
         t0, cum = glob_cum[seq]
-        lo = np.clip(kv0 - t0, 0, len(cum) - 1)
-        hi = np.clip(np.minimum(kv1, t1) - t0, lo, len(cum) - 1)
+        lo = np.clip(np.maximum(kv0, t0_) - t0, 0, len(cum) - 1)
+        hi = np.clip(np.minimum(kv1, t1_) - t0, lo, len(cum) - 1)
         return cum[hi] - cum[lo]
 
+    def seen(s: int, p: int) -> np.ndarray:
+        """Keys per key block a row of segment s at original position p sees outside its own segment."""
+        seg = segs[s]
+        lo_t, own_t, own_e = starts[seg.lo], starts[s], starts[s + 1]
+        out = np.zeros(nk, np.int64)
+        for r0, r1, rpos in runs:
+            c1 = r0 + int(np.searchsorted(rpos, p, side="right"))  # keys [r0, c1) have position ≤ p
+            if c1 == r0:
+                continue
+            a, b = max(r0, lo_t), min(c1, own_t)
+            out += glob_count(seg.seq, r0, c1) - glob_count(seg.seq, max(r0, own_t), min(c1, own_e))
+            if b > a:
+                out += _overlap(kv0, kv1, a, b) - glob_count(seg.seq, a, b)
+        return out
+
     kind = np.zeros((nq, nk), np.int8)
-    fixed_cache: dict[int, np.ndarray] = {}
     for i in range(nq):
         q0, q1 = q_start + i * block_q, q_start + (i + 1) * block_q
         empty = np.ones(nk, bool)
@@ -192,25 +230,17 @@ def classify_blocks(layout: Layout, block_q: int, block_kv: int, q_len: int, kv_
         while s < len(segs) and starts[s] < min(q1, n):
             seg = segs[s]
             a, b = max(q0, starts[s]), min(q1, starts[s + 1])  # rows of this piece
-            if b <= a:
-                s += 1
-                continue
-            if seg.seq < 0:  # padding rows see nothing: blocks they touch cannot be full
+            if b <= a or seg.seq < 0:  # padding rows see nothing: blocks they touch cannot be full
                 s += 1
                 continue
             covered += b - a
-            fixed = fixed_cache.get(s)
-            if fixed is None:
-                lo_t, own_t = starts[seg.lo], starts[s]
-                fixed = _overlap(kv0, kv1, lo_t, own_t) + glob_count(seg.seq, lo_t)
-                fixed_cache[s] = fixed
             if seg.causal:
                 own_min = _overlap(kv0, kv1, starts[s], a + 1)
                 own_max = _overlap(kv0, kv1, starts[s], b)
             else:
                 own_min = own_max = _overlap(kv0, kv1, starts[s], starts[s + 1])
-            empty &= (fixed + own_max) == 0
-            full_all &= (fixed + own_min) == block_kv
+            empty &= (seen(s, int(pos[b - 1])) + own_max) == 0
+            full_all &= (seen(s, int(pos[a])) + own_min) == block_kv
             s += 1
         if covered < block_q:  # padding rows (inside the layout or past its end)
             full_all[:] = False

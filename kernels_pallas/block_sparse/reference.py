@@ -38,6 +38,6 @@ def reference_attention(q, k, v, mask, *, scale: float | None = None):
 
 
 def reference_from_layout(q, k, v, layout: Layout, *, scale: float | None = None):
-    """`reference_attention` with the layout's dense mask (T == S == layout.length)."""
-    mask = layout.dense_mask()
+    """`reference_attention` with the layout's mask (T == S == layout.length; q/k/v in the layout's order)."""
+    mask = layout.mask_rows(0, layout.length)
     return reference_attention(q, k, v, np.asarray(mask), scale=scale)

@@ -44,7 +44,7 @@ class Sampling:
     """Frame-sampling defaults of a family (what `answer` uses when the caller gives none).
 
     rule: a name from `lvjax.video.sampling.RULES` ('dynamic_fps1' for VideoChat-Flash,
-    'linspace' for Video-XL, 'fps_max' for Video-XL-Pro/-2). fps: sampled frames per second
+    'linspace' for Video-XL and Video-XL-Pro, 'fps_max' for Video-XL-2). fps: sampled frames per second
     (None: the rule ignores it); max_fps: upper rate for 'fps_max'. frame_multiple: frames are
     padded to a multiple of it (clip length L, Video-XL-2's groups of 4). duplicate_to_min:
     XComp's evaluation repeats short samples up to `min_frames`.
@@ -67,7 +67,8 @@ class TrainingMedia:
     """How `lvjax train`'s data pipeline (host side) turns one record into the shared batch for a family.
 
     rule / max_fps: the frame-sampling rule (`lvjax.video.sampling.RULES`) with `data.fps`,
-    `data.max_frames` … ('linspace' gives exactly `data.max_frames` frames). time_message: the
+    `data.max_frames` … ('linspace' gives exactly `data.max_frames` frames; 'fps_cap' is Video-XL-Pro's
+    training reader). time_message: the
     first user turn is "<image>\\n{time message} {question}" (qwen_2, VideoChat-Flash) or
     "<image>\\n{question}" (qwen_1_5, the Video-XL families). resize: 'square' (PIL bicubic to
     data.image_size²) or 'shortest_edge_crop' (shortest edge → data.image_size, centre crop, as

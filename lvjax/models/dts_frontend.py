@@ -51,7 +51,8 @@ from lvjax.convert.table import (
 from lvjax.models.dts import SiglipAE
 from lvjax.models.projector import MLP2xGelu
 from lvjax.models.siglip import SiglipConfig, SiglipVisionModel
-from lvjax.video.preprocess import preprocess
+from lvjax.video.preprocess import normalize, preprocess
+from lvjax.video.sampling import rounded_timestamps
 
 VISION_FOLDER = "vision_tower"
 VISION_PREFIX = "model.vision_tower.vision_tower."  # + the SigLIP folder's own keys (`vision_model.*`)
@@ -212,6 +213,12 @@ def preprocess_frames(frames: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
     return x.astype(np.float16).astype(np.float32)
 
 
+def device_pixels(frames: jax.Array) -> jax.Array:
+    """uint8 (…, S, S, 3) frames already at the tower's size → float32 pixels as `preprocess_frames` gives
+    them, in jnp (training: ((x/255) − 0.5)/0.5, float16 and back)."""
+    return normalize(frames, (0.5,) * 3, (0.5,) * 3, xp=jnp).astype(jnp.float16).astype(jnp.float32)
+
+
 def pad_counts_last(num_frames: int) -> np.ndarray:
     """Repeat counts (F,) int64 that pad to a multiple of 4 by repeating the last frame (Video-XL-2; Pro when F < 4)."""
     counts = np.ones(num_frames, np.int64)
@@ -329,6 +336,21 @@ def time_prompt_ids(tokenizer: Any, timestamps: Sequence[float], fmt: str, visio
     for t in list(timestamps)[::GROUP]:
         ids += list(tokenizer(fmt.format(t=t)).input_ids) + [vision_pad_id] * tokens_per_group
     return np.asarray(ids, np.int64)
+
+
+def group_time_ids(tokenizer: Any, seconds: Sequence[float], bucket: int, fmt: str, slots: int,
+                   exact: bool = False) -> np.ndarray:
+    """Training's per-group time ids (bucket / 4, slots) int32: `fmt` of each group's first frame
+    (`seconds[::4]` of the sampled frames, rounded as the original), −1 padded; groups past the frames
+    are all −1. `exact`: every time text must take exactly `slots` ids (Video-XL-Pro's 10); else at most."""
+    out = np.full((bucket // GROUP, slots), -1, np.int32)
+    for g, t in enumerate(rounded_timestamps(seconds)[::GROUP]):
+        ids = list(tokenizer(fmt.format(t=t)).input_ids)
+        if len(ids) > slots or (exact and len(ids) != slots):
+            raise ConfigError(f"the time prompt {fmt.format(t=t)!r} takes {len(ids)} tokens "
+                              f"({'exactly' if exact else 'at most'} {slots} expected)")
+        out[g, :len(ids)] = ids
+    return out
 
 
 def visual_sequence(time_embeds: jax.Array, time_ids: np.ndarray, pooled: jax.Array, vision_pad_id: int) -> jax.Array:

@@ -38,6 +38,7 @@ import numpy as np
 __all__ = [
     "RULES",
     "FramePlan",
+    "fps_cap_indices",
     "fps_max_indices",
     "linspace_indices",
     "rounded_timestamps",
@@ -137,7 +138,7 @@ def clip_window(vlen: int, video_fps: float, start: float | None, end: float | N
     return first, n, duration
 
 
-RULES = ("dynamic_fps1", "linspace", "fps_max")
+RULES = ("dynamic_fps1", "linspace", "fps_max", "fps_cap")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +160,8 @@ def plan_frames(vlen: int, video_fps: float, *, target_fps: float = 1.0, local_n
     """The whole `load_video` plan: window → sample → (optionally) duplicate → message.
 
     rule: one of RULES — 'dynamic_fps1' (VideoChat-Flash, above), 'linspace' (Video-XL,
-    Video-XL-Pro: `max_num_frames` uniform indices), 'fps_max' (Video-XL-2: `fps_max_indices`).
+    Video-XL-Pro: `max_num_frames` uniform indices), 'fps_max' (Video-XL-2: `fps_max_indices`), 'fps_cap'
+    (Video-XL-Pro's training reader: `fps_cap_indices`).
 
     Order as the original: the window (if any) is cut first and sampled as a video of its own
     `window_vlen` frames, indices are shifted by its first frame; then, with
@@ -173,6 +175,8 @@ def plan_frames(vlen: int, video_fps: float, *, target_fps: float = 1.0, local_n
         idx = linspace_indices(n, max_num_frames) + first
     elif rule == "fps_max":
         idx = fps_max_indices(n, video_fps, fps=target_fps, max_fps=max_fps, max_frames=max_num_frames) + first
+    elif rule == "fps_cap":
+        idx = fps_cap_indices(n, video_fps, fps=target_fps, max_frames=max_num_frames) + first
     else:
         raise ValueError(f"unknown sampling rule {rule!r} (one of {', '.join(RULES)})")
     sampled = len(idx)
@@ -207,17 +211,27 @@ def fps_max_indices(vlen: int, video_fps: float, *, fps: float = 1.0, max_fps: f
     _check(vlen, video_fps, 1)
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps!r}")
-    step = max(round(video_fps / fps), 1)
-    idx = np.arange(0, vlen, step, dtype=np.int64)
+    rate = fps
     if max_fps is not None:
-        higher = min(max_frames // len(idx), max_fps)
-        if higher > fps:
-            idx = np.arange(0, vlen, max(round(video_fps / higher), 1), dtype=np.int64)
-    if max_frames > 0 and len(idx) > max_frames:
-        idx = np.linspace(0, vlen - 1, max_frames, dtype=int).astype(np.int64)
+        higher = min(max_frames // len(range(0, vlen, max(round(video_fps / fps), 1))), max_fps)
+        rate = higher if higher > fps else fps
+    idx = fps_cap_indices(vlen, video_fps, fps=rate, max_frames=max_frames)  # steps 1 (at `rate`) and 3
     idx = idx[:len(idx) - len(idx) % 4]
     if len(idx) == 0:
         raise ValueError(f"a {vlen}-frame video gives fewer than 4 frames at {fps} fps (Video-XL-2 needs groups of 4)")
+    return idx
+
+
+def fps_cap_indices(vlen: int, video_fps: float, *, fps: float = 1.0, max_frames: int = 0) -> np.ndarray:
+    """Video-XL-Pro's training reader (`utils.process_video_with_pyav`) indices, int64: every
+    ``round(video_fps / fps)``-th frame, or ``np.linspace(0, vlen − 1, max_frames, dtype=int)`` when that gives
+    more than ``max_frames`` (> 0). No remainder is dropped (the model duplicates frames up to groups of 4)."""
+    _check(vlen, video_fps, 1)
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps!r}")
+    idx = np.arange(0, vlen, max(round(video_fps / fps), 1), dtype=np.int64)
+    if max_frames > 0 and len(idx) > max_frames:
+        idx = np.linspace(0, vlen - 1, max_frames, dtype=int).astype(np.int64)
     return idx
 
 

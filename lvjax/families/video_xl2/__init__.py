@@ -26,6 +26,7 @@ from lvjax.families.video_xl2 import modes, runner
 from lvjax.families.video_xl2.config import VideoXL2Config
 from lvjax.families.video_xl2.loss import time_ids, video_ce
 from lvjax.families.video_xl2.spans import visual_spans
+from lvjax.families.video_xl2.sparse import visited_fraction
 from lvjax.generate import GenerationConfig, sample_rng
 from lvjax.models import dts_frontend as fe
 from lvjax.models import llm
@@ -146,10 +147,12 @@ class VideoXL2Family(Family):
         embeds, spans = self.prompt_embeds(model, encoded, question, history)
         t0 = time.perf_counter()
         tokens, n, _ = answer_from_embeds(model.params["llm"], model.config.llm, embeds, spans, mode, gen, seed)
-        # Prefill and decoding are one jitted call: its time is reported as prefill.
+        # Prefill and decoding are one jitted call: its time is reported as prefill. Visited blocks: of the
+        # prefill layout at 512² tiles (the TPU kernels' and CPU blockwise path's), over the causal layout's.
         report = {"visual_tokens": int(spans.visual_end - spans.visual_start), "prompt_tokens": len(embeds),
                   "seconds_prefill": time.perf_counter() - t0, "seconds_decode": 0.0,
-                  "prefill": mode.prefill, "decode": mode.decode}
+                  "prefill": mode.prefill, "decode": mode.decode,
+                  "prefill_visited_blocks": visited_fraction(modes.layout_and_plan(spans, mode)[0], 512)}
         return tokens[:n], report
 
     def training_media(self, cfg: VideoXL2Config) -> TrainingMedia:

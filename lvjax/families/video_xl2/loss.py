@@ -24,8 +24,6 @@ from lvjax.losses import IGNORE_INDEX, token_ce
 from lvjax.models import dts_frontend as fe
 from lvjax.models import llm
 from lvjax.models.qwen2 import causal_mask, positions_from_valid
-from lvjax.video.preprocess import normalize
-from lvjax.video.sampling import rounded_timestamps
 
 TIME_SLOTS = 16  # time-text slots per group (the Qwen2 tokenizer needs ≤ 10 for "Time {t}s:")
 BLOCK_GROUPS, PREV_BLOCKS = 4, 3  # the released w_chunk defaults (block_size_chosed, prev_blocks_num)
@@ -33,16 +31,8 @@ PREFIX, TIME, VISUAL, SUFFIX = 0, 1, 2, 3
 
 
 def time_ids(tokenizer, seconds: np.ndarray, bucket: int) -> np.ndarray:
-    """(bucket / 4, TIME_SLOTS) int32 ids of each group's `"Time {t}s:"` (t = the group's first frame,
-    rounded as the original), −1 padded; groups past the sampled frames are all −1."""
-    out = np.full((bucket // fe.GROUP, TIME_SLOTS), -1, np.int32)
-    for g, t in enumerate(rounded_timestamps(seconds)[::fe.GROUP]):
-        ids = list(tokenizer(fe.XL2_TIME_FORMAT.format(t=t)).input_ids)
-        if len(ids) > TIME_SLOTS:
-            raise ConfigError(f"video_xl2: the time prompt {fe.XL2_TIME_FORMAT.format(t=t)!r} takes {len(ids)} tokens "
-                              f"(at most {TIME_SLOTS})")
-        out[g, :len(ids)] = ids
-    return out
+    """(bucket / 4, TIME_SLOTS) int32 ids of each group's `"Time {t}s:"` (`fe.group_time_ids`)."""
+    return fe.group_time_ids(tokenizer, seconds, bucket, fe.XL2_TIME_FORMAT, TIME_SLOTS)
 
 
 def block_kinds(vs: int, n_groups: int, per_group: int, n_text: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,8 +79,7 @@ def video_ce(params: dict, batch: dict, spec) -> tuple[jax.Array, jax.Array]:
     if frames.shape[2:4] != (size, size) or t % fe.GROUP:
         raise ConfigError(f"video_xl2: training frames (T, H, W) = {frames.shape[1:4]}: need H = W = {size} "
                           f"(data.image_size) and T a multiple of {fe.GROUP} (data.frame_buckets)")
-    # `preprocess_frames`: ((x/255) − 0.5)/0.5, float16 and back.
-    pixels = normalize(frames, (0.5,) * 3, (0.5,) * 3, xp=jnp).astype(jnp.float16).astype(jnp.float32)
+    pixels = fe.device_pixels(frames)
     pooled = jax.vmap(lambda p: fe.encode_groups(params, cfg.frontend, p, np.ones(t, np.int64))[0])(pixels)
     ids, labels, valid, tids = batch["input_ids"], batch["labels"], batch["valid"], batch["time_ids"]
     g = t // fe.GROUP

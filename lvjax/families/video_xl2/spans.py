@@ -84,3 +84,14 @@ def visual_spans(time_embedding: np.ndarray, visual_start: int, total_len: int, 
     if not np.array_equal(text, spans.time_tokens()):
         raise ConfigError("time_embedding: non-vision_pad ids lie outside the 'Time … :' texts")
     return spans
+
+
+def synthetic_spans(frames: int, prefix: int = 14, time_tokens: int = 10, visual: int = 144,
+                    suffix: int = 61) -> VisualSpans:
+    """The spans of a prompt of the release's shape (14 prefix tokens, per group of 4 frames 10 time tokens +
+    144 visual tokens, a 61-token question) without ids: for benchmarks and layout tests at any length."""
+    groups, pos = [], prefix
+    for _ in range(-(-frames // 4)):
+        groups.append(Group(pos, pos + time_tokens, pos + time_tokens + visual))
+        pos += time_tokens + visual
+    return VisualSpans(prefix, pos, pos + suffix, tuple(groups), frames)

@@ -12,7 +12,8 @@ The original adds 0 / −1e9; every row keeps its diagonal, so no row is fully m
 additive mask is the same function as a boolean mask (exp(−1e9 + …) is 0 in float32).
 
 The same rule as a block-sparse `Layout` (one segment per prefix / time text / group's visual
-tokens / suffix) is what the kernels visit on GPU/TPU: `chunk_layout`.
+tokens / suffix, the time texts gathered after the visual tokens) is what the kernels visit on
+GPU/TPU: `chunk_layout`; `attend` puts q/k/v into its order and the output back.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from kernels_pallas.block_sparse.block_info import block_info
-from kernels_pallas.block_sparse.layout import Layout, Segment
+from kernels_pallas.block_sparse.layout import Layout, Segment, causal, gather_globals
 from lvjax.config import ConfigError
 from lvjax.families.video_xl2.spans import VisualSpans
 
@@ -60,12 +61,20 @@ def chunk_mask(spans: VisualSpans, block_size: int, prev_blocks: int) -> np.ndar
     return mask & np.tri(n, dtype=bool)
 
 
-def chunk_layout(spans: VisualSpans, block_size: int, prev_blocks: int) -> Layout:
+def chunk_layout(spans: VisualSpans, block_size: int, prev_blocks: int, gather: bool = True) -> Layout:
     """The sparse prefill as a `Layout`: the prefix and every time text are global segments that
     see everything before them; a group's visual tokens see (causally) everything from its chunk's
-    lookback start; the suffix sees everything."""
-    segs = [Segment(spans.visual_start, lo=0, is_global=True)]
+    lookback start; the suffix sees everything.
+
+    gather: the time texts are moved into one run after the visual tokens (`gather_globals`: a
+    permuted layout, same mask by position). In place, a time text every 154 tokens puts global keys
+    and dense query rows into nearly every kernel block (~99 % visited); gathered, the visited
+    blocks follow the true sparsity. With at most prev_blocks + 1 chunks the rule hides nothing:
+    the layout is then plain `causal`."""
     bounds = chunks(spans, block_size, prev_blocks)
+    if len(bounds) <= prev_blocks + 1:
+        return causal(spans.total_len)
+    segs = [Segment(spans.visual_start, lo=0, is_global=True)]
     first_seg: dict[int, int] = {}  # token offset of a chunk start → its first segment index
     chunk = 0
     for g in spans.groups:
@@ -75,7 +84,8 @@ def chunk_layout(spans: VisualSpans, block_size: int, prev_blocks: int) -> Layou
         segs.append(Segment(g.time_end - g.time_start, lo=0, is_global=True))
         segs.append(Segment(g.end - g.time_end, lo=first_seg[bounds[chunk][2]]))
     segs.append(Segment(spans.suffix_len, lo=0))
-    return Layout(tuple(segs))
+    layout = Layout(tuple(segs))
+    return gather_globals(layout, range(1, len(segs) - 1, 2), len(segs) - 1) if gather else layout
 
 
 def attention_ratio(mask: np.ndarray) -> float:
@@ -85,7 +95,9 @@ def attention_ratio(mask: np.ndarray) -> float:
 
 
 def visited_fraction(layout: Layout, block: int) -> float:
-    """Key blocks the kernel visits over the causal (lower-triangle) blocks, at `block`×`block` tiles."""
-    info = block_info(layout, block, block)
+    """Blocks the kernel visits over those of the causal layout of the same length (the lower triangle),
+    at `block`×`block` tiles (a permuted layout visits blocks above the diagonal too: it may exceed 1)."""
+    n = layout.length
+    info = block_info(layout, block, block, q_len=-(-n // block) * block, q_start=0)  # the kernels' cache key
     nb = info.kind.shape[0]
     return info.num_visited / (nb * (nb + 1) // 2)

@@ -15,6 +15,9 @@ and, at encode time, `pad_repeat_counts` (default drawn with NumPy from `pad_see
 `torch.randperm` cannot be reproduced). The repetition penalty starts from no seen tokens, as
 transformers' `generate(inputs_embeds=…)` (it has no prompt ids).
 
+Training (`loss.py`): the same path on the shared batch, the frame duplication and the keep rate drawn
+per row from its key, dropped rows masked instead of removed.
+
 Parameter tree: {"vision_tower", "sae", "mm_projector"} (front end), "text_mlp",
 "WindowTimeToTokenAttention" (selector), "llm" (Qwen2).
 """
@@ -32,20 +35,27 @@ import numpy as np
 from lvjax.config import ConfigError, LLMConfig
 from lvjax.convert.llm import llm_rules
 from lvjax.convert.table import IDENTITY, LINEAR, Rule
-from lvjax.families.base import Encoded, Family, Sampling
+from lvjax.families.base import Encoded, Family, Sampling, TrainingMedia
 from lvjax.families.registry import register
 from lvjax.families.video_xl_pro.config import VISION_PAD_TOKEN, VideoXLProConfig
-from lvjax.families.video_xl_pro.selector import (GROUP_SIZE, Selector, draw_keep_rate, feature_rotary, num_kept,
-                                                  select, visual_slots)
+from lvjax.families.video_xl_pro.loss import video_ce
+from lvjax.families.video_xl_pro.selector import (
+    GROUP_SIZE,
+    SELECTOR_KEYS,
+    TIME_TOKENS,
+    Selector,
+    draw_keep_rate,
+    feature_rotary,
+    num_kept,
+    select,
+    visual_slots,
+)
 from lvjax.generate import GenerationConfig, generate_from_embeds, sample_rng
 from lvjax.models import dts_frontend as fe
 from lvjax.models import llm
 from lvjax.models.qwen2 import Qwen2
 from lvjax.prompt import IMAGE_TOKEN_INDEX, build_prompt, tokenize_with_image
-from lvjax.losses import IGNORE_INDEX, token_ce
 from lvjax.video.sampling import rounded_timestamps
-
-SELECTOR_KEYS = ("text_mlp", "WindowTimeToTokenAttention")
 
 
 def time_ids_for(tokenizer: Any, timestamps: Sequence[float]) -> tuple[np.ndarray, int]:
@@ -194,21 +204,21 @@ class VideoXLProFamily(Family):
 
     # ------------------------------------------------------------------ training
 
+    def training_media(self, cfg: VideoXLProConfig) -> TrainingMedia:
+        """`utils.process_video_with_pyav`: data.fps (the original's video_fps, 1) capped by uniform
+        data.max_frames (frames_upbound); no remainder dropped (the loss duplicates frames to groups of 4)."""
+        return TrainingMedia(rule="fps_cap", time_message=False)
+
+    def training_extras(self, cfg: VideoXLProConfig, tokenizer, seconds, n_frames: int, bucket: int) -> dict:
+        """time_ids (bucket / 4, 10): each group's `"Time {t:06.1f}s:"` (exactly 10 ids, as the selector needs)."""
+        if bucket % fe.GROUP:
+            raise ConfigError(f"video_xl_pro: frame bucket {bucket} is not a multiple of {fe.GROUP} (data.frame_buckets)")
+        return {"time_ids": fe.group_time_ids(tokenizer, seconds, bucket, fe.PRO_TIME_FORMAT, TIME_TOKENS, exact=True)}
+
     def loss(self, params: dict, batch: dict, spec: Any) -> tuple[jax.Array, jax.Array]:
-        """(Σ next-token CE over labelled tokens, count) of one video, through the whole model (front end,
-        selector, LLM). batch: pixels (F, S, S, 3) (`preprocess_frames`), time_ids (G·154,), input_ids (S,) with
-        one −200, labels (S,) (−100 off the answers, which follow <image>). spec: (cfg, pad_repeat_counts,
-        keep_rate, vision_pad_id) — the keep rate is fixed per step (the original draws it per call)."""
-        cfg, counts, keep_rate, pad = spec
-        pooled, _ = fe.encode_groups(params, cfg.frontend, batch["pixels"], counts)
-        x, _ = prepare_inputs(params, cfg, pooled, batch["time_ids"], pad, batch["input_ids"], keep_rate)
-        ids, labels = np.asarray(batch["input_ids"]), jnp.asarray(batch["labels"])
-        i = int(np.flatnonzero(ids == IMAGE_TOKEN_INDEX)[0])
-        n_suffix = len(ids) - i - 1
-        hidden, *_ = llm.prefill(params["llm"], cfg.llm, x[None], jnp.ones((1, x.shape[0]), bool))
-        tail = hidden[:, x.shape[0] - n_suffix - 1:]  # last kept visual row, then the text after <image>
-        tail_labels = jnp.concatenate([jnp.full((1,), IGNORE_INDEX, labels.dtype), labels[i + 1:]])[None]
-        return token_ce(llm.head(params["llm"], cfg.llm, tail), tail_labels)
+        """Σ CE over the answers through the whole model (front end, selector with a keep rate drawn per row,
+        LLM; loss.py)."""
+        return video_ce(params, batch, spec)
 
 
 FAMILY = register(VideoXLProFamily())

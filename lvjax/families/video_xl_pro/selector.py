@@ -31,6 +31,7 @@ TIME_TOKENS = 10  # per group (the original's `num_query_tokens`)
 GROUP_SIZE = 154  # 10 time rows + 144 visual rows
 HEADS = 4
 ROTARY_BASE = 1e6
+SELECTOR_KEYS = ("text_mlp", "WindowTimeToTokenAttention")  # the selector's parameter subtrees
 
 
 def _dense(features: int, name: str, dtype: str, param_dtype: str) -> nn.Dense:
@@ -63,19 +64,26 @@ class WindowTimeToTokenAttention(nn.Module):
 
 
 class Selector(nn.Module):
-    """Scores (G·144,) of the visual rows and the intermediates (steps 1–3)."""
+    """Scores (G·144,) of the visual rows and the intermediates (steps 1–3).
+
+    Training's padded rows: `text_valid` (T,) leaves padding text out of the mean, `visual_valid` (G·144,)
+    the visual rows of padded groups out of the min-max (their scores are then meaningless)."""
 
     dtype: str = "float32"
     param_dtype: str = "float32"
 
     @nn.compact
-    def __call__(self, seq, text_embeds):
+    def __call__(self, seq, text_embeds, text_valid=None, visual_valid=None):
         d = seq.shape[-1]
         text_feat = nn.gelu(_dense(d, "text_mlp", self.dtype, self.param_dtype)(text_embeds), approximate=False)
         wtta = WindowTimeToTokenAttention(self.dtype, self.param_dtype, name="WindowTimeToTokenAttention")(seq)
         visual = wtta.reshape(-1, GROUP_SIZE, d)[:, TIME_TOKENS:].reshape(-1, d)
-        raw = jnp.mean(visual @ text_feat.T, axis=-1)
-        scores = (raw - raw.min()) / (raw.max() - raw.min())
+        raw = jnp.mean(visual @ text_feat.T, axis=-1, where=None if text_valid is None else text_valid[None])
+        if visual_valid is None:
+            lo, hi = raw.min(), raw.max()
+        else:
+            lo, hi = jnp.min(raw, where=visual_valid, initial=jnp.inf), jnp.max(raw, where=visual_valid, initial=-jnp.inf)
+        scores = (raw - lo) / (hi - lo)
         return scores, {"text_feat": text_feat, "wtta_out": wtta}
 
 
@@ -106,13 +114,28 @@ def visual_slots(n_groups: int) -> np.ndarray:
     return (np.arange(n_groups)[:, None] * GROUP_SIZE + np.arange(TIME_TOKENS, GROUP_SIZE)[None]).reshape(-1)
 
 
+def top_mask(scores: jax.Array, k, valid: jax.Array | None = None) -> jax.Array:
+    """(n,) bool: the k (static or traced) highest `scores` (n,) among the `valid` ones — `torch.topk`'s set,
+    ties to the lower index (as `lax.top_k`)."""
+    if valid is not None:
+        scores = jnp.where(valid, scores, -jnp.inf)
+    rank = jnp.argsort(jnp.argsort(-scores, stable=True), stable=True)
+    keep = rank < k
+    return keep if valid is None else keep & valid
+
+
+def add_scores(seq_rot: jax.Array, scores: jax.Array) -> jax.Array:
+    """Step 4's addition: `scores` (G·144,) added to every dim of the visual rows of (G·154, D)."""
+    slots = jnp.asarray(visual_slots(seq_rot.shape[0] // GROUP_SIZE))
+    return seq_rot.at[slots].add(scores[:, None].astype(seq_rot.dtype))
+
+
 def select(seq_rot: jax.Array, scores: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     """(kept rows (N − n_vis + k, D) in sequence order, kept visual positions (k,)) of the rotated sequence
     (N, D) with `scores` added to the visual rows (steps 4–5)."""
     n = seq_rot.shape[0]
     slots = jnp.asarray(visual_slots(n // GROUP_SIZE))
-    seq = seq_rot.at[slots].add(scores[:, None].astype(seq_rot.dtype))
-    kept = slots[jnp.sort(jax.lax.top_k(scores, k)[1])]
+    kept = slots[jnp.nonzero(top_mask(scores, k), size=k)[0]]
     keep_mask = jnp.ones(n, bool).at[slots].set(False).at[kept].set(True)
     rows = jnp.nonzero(keep_mask, size=n - slots.shape[0] + k)[0]
-    return seq[rows], kept
+    return add_scores(seq_rot, scores)[rows], kept
