@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kernels_pallas.block_sparse.layout import Layout, Segment
 from lvjax.attention import DENSE_MAX_SCORES
 from lvjax.config import LLMConfig
 from lvjax.models.qwen2 import (
@@ -154,8 +155,6 @@ def use_kernels(cfg: LLMConfig, length: int = 0) -> bool:
 
 def causal_layout(length: int, pad_span: tuple[int, int] | tuple[()]):
     """Causal layout over `length` slots whose only padding is the static span [start, stop)."""
-    from kernels_pallas.block_sparse.layout import Layout, Segment
-
     if not pad_span or pad_span[1] <= pad_span[0]:
         return Layout((Segment(length),))
     start, stop = pad_span
