@@ -213,6 +213,27 @@ def prefill(
     return x, valid, (caches if max_new else None), hiddens
 
 
+def prefill_packed(params: dict, cfg: LLMConfig, x: jax.Array, valid: jax.Array) -> jax.Array:
+    """Final hidden (B, T, D) before the final norm of a prefill without drops or caches (the
+    training forward), in x's slot order; `valid` (B, T) may hold padding anywhere.
+
+    Where a layout is used (`use_kernels`), each row's padding is first moved behind its real
+    tokens — a stable partition, so the real tokens keep their order and positions — which makes
+    the causal layout without a padding span exact for them, and attention takes the kernels
+    (or the blockwise path) instead of a dense S×S mask. Padding slots' outputs then differ
+    from the dense path's: they must carry no labels.
+    """
+    if not use_kernels(cfg, x.shape[1]):
+        return prefill(params, cfg, x, valid)[0]
+    order = jnp.argsort(~valid, axis=1, stable=True)
+
+    def take(a, idx):
+        return jnp.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1)
+
+    hidden = prefill(params, cfg, take(x, order), take(valid, order), pad_span=())[0]
+    return take(hidden, jnp.argsort(order, axis=1))
+
+
 def _stage_cache(kv, valid, capacity: int) -> KVCache:
     """A stage's cache from its (k, v), each (layers, B, S, Hkv, D): one (B, Hkv, capacity, D) array
     per layer, heads before slots, so that a decode step reads each layer's cache as is and writes
