@@ -37,6 +37,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lvjax.families.videochat_flash.compression import build_plan  # noqa: E402
+from lvjax.sharding import AXES, parse_mesh  # noqa: E402
+from lvjax.train.config import load_config  # noqa: E402
 
 GiB = 1024**3
 REAL_2B = {  # reference §1.1 (VideoChat-Flash-Qwen2_5-2B_res448); UMT-L vision
@@ -182,8 +184,6 @@ def plan_inference(hf: dict, family: str, frames: int, compression: str, mesh: d
 
 
 def main_inference(a) -> int:
-    from lvjax.sharding import AXES, parse_mesh
-
     hf = dict(REAL_2B)
     if a.model:
         with open(a.model) as f:
@@ -216,8 +216,6 @@ def _print(rows: list[dict], title: str, lead: tuple, cols: list[str], width: in
 
 
 def main(argv=None) -> int:
-    from lvjax.train.config import load_config
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--config", help="training YAML (configs/*.yaml); required unless --inference")
