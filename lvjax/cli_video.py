@@ -6,11 +6,10 @@ import argparse
 import json
 import sys
 
-from lvjax import api
+from lvjax import QCCompConfig, api  # QC-Comp: the `qc=` option lvjax exports
 from lvjax.cli_args import EXIT_CODES, nonnegative_int, positive_float, positive_int
 from lvjax.config import ConfigError
 from lvjax.errors import UsageError
-from lvjax.families.videochat_flash.selection import QCCompConfig
 from lvjax.model import check_text
 from lvjax.prompt import multiple_choice
 
