@@ -24,7 +24,7 @@ from lvjax.convert.hf import (
 from lvjax.convert.table import flatten_paths
 from lvjax.families import family_for
 from lvjax.model import Model
-from lvjax.tiny_model import resolve as resolve_name
+from lvjax.shipped import resolve as resolve_name
 
 
 def _count(params) -> int:

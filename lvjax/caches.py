@@ -1,15 +1,20 @@
 """A KV cache as a type: fixed-capacity buffers plus a fill length, with the operations families need.
 
-    KVCache.prefilled(k, v, capacity)      a cache holding a prefill's keys/values
-    cache.append(k, v)                     write new rows at `length` (inside jit/while_loop)
-    cache.keep(indices)                    keep a subset of the rows (LP-Comp-style drops)
-    cache.compact(pieces, capacity)        replace spans by themselves or their average pool
-                                           (Video-XL-2's pooled blocks; summary memories)
+    KVCache.prefilled(k, v, capacity, valid)   a cache holding a prefill's keys/values
+    cache.append(k, v, valid)                  write new rows at `length` (inside jit/while_loop)
+    cache.written(k, v, t, valid)              the same, for rows attention layers wrote in place
+    cache.keep(indices, capacity)              keep a subset of the rows (LP-Comp-style drops)
+    cache.compact(pieces, capacity)            replace spans by themselves or their average pool
+                                               (Video-XL-2's pooled blocks; summary memories)
+
+k, v: either arrays stacked over layers (layers, B, capacity, Hkv, D) — Video-XL-2 — or tuples of
+per-layer (B, Hkv, capacity, D) arrays, heads before slots, which a decode step reads and writes
+in place — VideoChat-Flash, one cache per LP-Comp stage (stages differ in length). Slots are
+axis 2 in both. `length` (int32 scalar) slots are filled; `valid` (B, capacity) bool, when
+given, masks padding slots anywhere (else slots < length are valid).
 
 Families that cache keys *before* RoPE (Video-XL-2's bi-level tree rotates the whole cache with
 positions 0 … len−1 at every call, so slot i is position i) can pool and re-index keys freely.
-
-k, v: (layers, B, capacity, kv_heads, head_dim); `length` (int32 scalar) slots are filled.
 """
 
 from __future__ import annotations
@@ -21,34 +26,48 @@ import jax
 import jax.numpy as jnp
 
 
+def _pad_slots(a: jax.Array, capacity: int) -> jax.Array:
+    """`a` padded with zeros (False) along the slot axis (2, or 1 for a (B, S) mask) to `capacity`."""
+    axis = 1 if a.ndim == 2 else 2
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (0, capacity - a.shape[axis])
+    return jnp.pad(a, pad)
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class KVCache:
-    k: jax.Array
-    v: jax.Array
+    k: jax.Array | tuple[jax.Array, ...]
+    v: jax.Array | tuple[jax.Array, ...]
     length: jax.Array
+    valid: jax.Array | None = None
 
     @property
     def capacity(self) -> int:
-        return self.k.shape[2]
+        return jax.tree.leaves(self.k)[0].shape[2]
 
     @classmethod
-    def prefilled(cls, k: jax.Array, v: jax.Array, capacity: int) -> "KVCache":
-        """k, v (layers, B, S, Hkv, D) of S tokens, room for `capacity` ≥ S slots."""
-        s = k.shape[2]
-        pad = [(0, 0), (0, 0), (0, capacity - s), (0, 0), (0, 0)]
-        return cls(jnp.pad(k, pad), jnp.pad(v, pad), jnp.int32(s))
+    def prefilled(cls, k, v, capacity: int, valid: jax.Array | None = None) -> "KVCache":
+        """k, v of S slots (stacked or per layer), room for `capacity` ≥ S; `valid` (B, S) masks padding."""
+        s = jax.tree.leaves(k)[0].shape[2]
+        pad = lambda a: _pad_slots(a, capacity)  # noqa: E731
+        return cls(jax.tree.map(pad, k), jax.tree.map(pad, v), jnp.int32(s), None if valid is None else pad(valid))
 
     def keep(self, indices: jax.Array, capacity: int) -> "KVCache":
         """A new cache of rows `indices` (n,) int32, in that order, with room for `capacity` ≥ n slots."""
-        pad = [(0, 0), (0, 0), (0, capacity - indices.shape[0]), (0, 0), (0, 0)]
-        take = lambda a: jnp.pad(jnp.take(a, indices, axis=2), pad)  # noqa: E731
-        return KVCache(take(self.k), take(self.v), jnp.int32(indices.shape[0]))
+        def take(a):
+            return _pad_slots(jnp.take(a, indices, axis=1 if a.ndim == 2 else 2), capacity)
+
+        return KVCache(jax.tree.map(take, self.k), jax.tree.map(take, self.v), jnp.int32(indices.shape[0]),
+                       None if self.valid is None else take(self.valid))
 
     def compact(self, pieces: Sequence[tuple[int, int, int]], capacity: int) -> "KVCache":
         """A new cache of the pieces (start, stop, pool) in order: rows [start, stop) as they are
         (pool 1) or average-pooled with kernel = stride = pool (torch `avg_pool1d`: a trailing
         remainder is dropped). Static plan; the new length is the sum of the pieces' rows."""
+        if self.valid is not None:
+            raise ValueError("compact pools rows: a cache with padding slots (valid) cannot be compacted")
+
         def build(a):
             parts = []
             for start, stop, pool in pieces:
@@ -57,14 +76,27 @@ class KVCache:
                     n = (stop - start) // pool
                     rows = rows[:, :, : n * pool].reshape(a.shape[:2] + (n, pool) + a.shape[3:]).mean(axis=3)
                 parts.append(rows)
-            out = jnp.concatenate(parts, axis=2)
-            return out, jnp.pad(out, [(0, 0), (0, 0), (0, capacity - out.shape[2]), (0, 0), (0, 0)])
+            return jnp.concatenate(parts, axis=2)
 
-        k_rows, k = build(self.k)
-        _, v = build(self.v)
-        return KVCache(k, v, jnp.int32(k_rows.shape[2]))
+        k, v = jax.tree.map(build, self.k), jax.tree.map(build, self.v)
+        n = jax.tree.leaves(k)[0].shape[2]
+        pad = lambda a: _pad_slots(a, capacity)  # noqa: E731
+        return KVCache(jax.tree.map(pad, k), jax.tree.map(pad, v), jnp.int32(n))
 
-    def append(self, k: jax.Array, v: jax.Array) -> "KVCache":
-        """Rows k, v (layers, B, T, Hkv, D) written at slots [length, length + T)."""
-        at = lambda buf, new: jax.lax.dynamic_update_slice_in_dim(buf, new.astype(buf.dtype), self.length, axis=2)  # noqa: E731
-        return KVCache(at(self.k, k), at(self.v, v), self.length + k.shape[2])
+    def append(self, k, v, valid: jax.Array | None = None) -> "KVCache":
+        """Rows k, v of T slots (the cache's form) written at slots [length, length + T); `valid`
+        (B, T) marks the real ones (default all) in a masked cache."""
+        def at(buf, new):
+            return jax.lax.dynamic_update_slice_in_dim(buf, new.astype(buf.dtype), self.length, axis=2)
+
+        t = jax.tree.leaves(k)[0].shape[2]
+        return self.written(jax.tree.map(at, self.k, k), jax.tree.map(at, self.v, v), t, valid)
+
+    def written(self, k, v, t: int, valid: jax.Array | None = None) -> "KVCache":
+        """This cache once `t` new rows sit at slots [length, length + t) of the buffers k, v (written
+        in place by attention layers that read the old buffers first); `valid` as in `append`."""
+        mask = self.valid
+        if mask is not None:
+            new = jnp.ones((mask.shape[0], t), bool) if valid is None else valid
+            mask = jax.lax.dynamic_update_slice_in_dim(mask, new, self.length, axis=1)
+        return KVCache(k, v, self.length + t, mask)

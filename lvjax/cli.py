@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import signal
 import sys
 import threading
 
+from lvjax import __version__, api, cli_eval, cli_video
 from lvjax.cli_args import EXIT_CODES, MESH_HELP, positive_int
 from lvjax.config import ConfigError
 from lvjax.errors import LvjaxError
+from lvjax.model import check_text
+from lvjax.train import cli as train_cli
+
+EXTRA_COMMANDS = (cli_video, train_cli, cli_eval)  # modules whose `register(sub)` adds sub-commands
 
 
 @contextlib.contextmanager
@@ -38,26 +44,18 @@ def _sigterm_as_exit():
 
 
 def _convert(args) -> None:
-    from lvjax.api import convert_hf
-
-    print(convert_hf(args.from_hf, args.out, progress=not args.quiet))
+    print(api.convert_hf(args.from_hf, args.out, progress=not args.quiet))
 
 
 def _export(args) -> None:
-    from lvjax.api import export_hf
-
-    print(export_hf(args.ckpt, args.out))
+    print(api.export_hf(args.ckpt, args.out))
 
 
 def _generate(args) -> None:
-    import lvjax
-
-    model = lvjax.load(args.model, mesh=args.mesh)
+    model = api.load(args.model, mesh=args.mesh)
     if not hasattr(model, "tokenizer") or not hasattr(model, "generate"):
         raise ConfigError(f"{args.model}: not a text-only language model (use `lvjax answer` for video models)")
     tok = model.tokenizer
-    from lvjax.model import check_text
-
     ids = tok(check_text(args.prompt, "--prompt", ()))["input_ids"]
     out = model.generate([ids], max_new_tokens=args.max_new_tokens, seed=args.seed)[0]
     eos = set(model.generation.eos_token_ids)
@@ -70,11 +68,7 @@ def _generate(args) -> None:
 
 
 def _info(args) -> None:
-    import json
-
-    import lvjax
-
-    info = lvjax.load(args.model).info()
+    info = api.load(args.model).info()
     if args.json:
         print(json.dumps(info))
         return
@@ -85,8 +79,6 @@ def _info(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lvjax import __version__
-
     parser = argparse.ArgumentParser(prog="lvjax", description="Long-video VLMs in JAX: convert, export, answer, train.",
                                      epilog=EXIT_CODES)
     parser.add_argument("--version", action="version", version=f"lvjax {__version__}")
@@ -123,23 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object (keys: family, parameters, dtype, llm, ...)")
     p.set_defaults(func=_info)
 
-    for register in _extra_commands():
-        register(sub)
+    for module in EXTRA_COMMANDS:
+        module.register(sub)
     return parser
-
-
-def _extra_commands():
-    """Sub-commands contributed by other modules (answer/chat, train), when present."""
-    from importlib import import_module
-
-    found = []
-    for module in ("lvjax.cli_video", "lvjax.train.cli", "lvjax.cli_eval"):
-        try:
-            found.append(import_module(module).register)
-        except ModuleNotFoundError as e:
-            if e.name is None or not module.startswith(e.name):
-                raise
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,15 +6,12 @@ import argparse
 import json
 import sys
 
-from lvjax.cli_args import (
-    EXIT_CODES,
-    MESH_HELP,
-    nonnegative_int,
-    positive_float,
-    positive_int,
-)
+from lvjax import QCCompConfig, api  # QC-Comp: the `qc=` option lvjax exports
+from lvjax.cli_args import EXIT_CODES, MESH_HELP, nonnegative_int, positive_float, positive_int
 from lvjax.config import ConfigError
 from lvjax.errors import UsageError
+from lvjax.model import check_text
+from lvjax.prompt import multiple_choice
 
 
 def _add_video_options(p: argparse.ArgumentParser) -> None:
@@ -63,8 +60,6 @@ def _options(args) -> dict:
                 compression_ratio=args.compression_ratio, prefill=args.prefill, decode=args.decode,
                 keep_rate=args.keep_rate, allow_special_tokens=args.allow_special_tokens or None)
     if args.select_frames:
-        from lvjax.families.videochat_flash.selection import QCCompConfig
-
         opts["qc"] = QCCompConfig(n_select=args.select_frames, n_repeat=args.qc_repeat)
     return {k: v for k, v in opts.items() if v is not None}
 
@@ -78,24 +73,18 @@ def _print(answer: str, report: dict, as_json: bool) -> None:
 
 
 def _load(args):
-    import lvjax
-
     if args.compilation_cache is not None:
-        lvjax.enable_compilation_cache(args.compilation_cache or None)
-    return _video_model(lvjax.load(args.model, mesh=args.mesh), args.model)
+        api.enable_compilation_cache(args.compilation_cache or None)
+    return _video_model(api.load(args.model, mesh=args.mesh), args.model)
 
 
 def _answer(args) -> None:
-    from lvjax.model import check_text
-
     check_text(args.question, "--question", allow_special_tokens=args.allow_special_tokens)  # before the model loads
     if args.min_frames and args.max_frames and args.min_frames > args.max_frames:
         raise UsageError(f"--min-frames={args.min_frames} is more than --max-frames={args.max_frames}")
     model = _load(args)
     question = args.question
     if args.options:
-        from lvjax.prompt import multiple_choice
-
         question = multiple_choice(question, args.options)
     answer, report = model.answer(args.video, question, progress=sys.stderr.isatty(), **_options(args))
     _print(answer, report, args.json)

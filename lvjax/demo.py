@@ -19,17 +19,19 @@ import time
 
 import numpy as np
 
+from lvjax import api
+from lvjax import synthetic_qa as sq
+from lvjax.eval import render
+from lvjax.eval.tasks import Item, get_task
+from lvjax.testing.tiny import build_tiny_videochat_flash
+from lvjax.tiny_model import SAMPLING, Cell, compare
+
 DEMO_SEED = 100  # fresh videos: not a seed of the train / val / test splits
 HELD_OUT = 12  # held-out items scored per setting (the first of the test split)
 
 
 def ask_fresh(model, work: str, per_type: int = 2, seed: int = DEMO_SEED) -> list[dict]:
     """Render `per_type` new videos per question type and answer them greedily. Returns one dict per question."""
-    from lvjax import synthetic_qa as sq
-    from lvjax.eval import render
-    from lvjax.eval.tasks import Item, get_task
-    from lvjax.tiny_model import SAMPLING
-
     rule = get_task("synthetic_qa").rule("videochat_flash")
     out = []
     for i in range(per_type * len(sq.TYPES)):
@@ -48,8 +50,6 @@ def ask_fresh(model, work: str, per_type: int = 2, seed: int = DEMO_SEED) -> lis
 
 def held_out(work: str, n: int = HELD_OUT):
     """(cell, summary) for none / LP-Comp / QC-Comp with the shipped `tiny` on the first n test items."""
-    from lvjax.tiny_model import Cell, compare
-
     cells = (Cell("no compression", "tiny", 8), Cell("LP-Comp (xcomp_cosine)", "tiny", 8, "xcomp_cosine"),
              Cell("QC-Comp: 8 of 32 frames", "tiny", 32, "xcomp_cosine", 8))
     return compare(work, n, cells)
@@ -66,11 +66,8 @@ def main(argv=None) -> int:
     if args.random:
         return _random(work)
 
-    import lvjax
-    from lvjax.synthetic_qa import CHANCE, TYPES
-
     t0 = time.perf_counter()
-    model = lvjax.load("tiny")
+    model = api.load("tiny")
     print(f"lvjax demo — the shipped tiny model ({model.info()['parameters']:,} parameters, trained by `lvjax train`), "
           f"working in {work}")
     for r in ask_fresh(model, work):
@@ -80,10 +77,10 @@ def main(argv=None) -> int:
               f"           answer {r['output']!r:10} expected {r['answer']!r:8} {mark}")
     print(f"  ({time.perf_counter() - t0:.1f} s so far)")
     print(f"\n  accuracy on the first {args.n} held-out test items (chance: "
-          + ", ".join(f"{t} {100 * CHANCE[t]:.0f} %" for t in TYPES) + "):")
+          + ", ".join(f"{t} {100 * sq.CHANCE[t]:.0f} %" for t in sq.TYPES) + "):")
     for cell, s in held_out(work, args.n):
         groups = s["groups"]["question_type"]
-        per = ", ".join(f"{t} {groups[t]['accuracy']:.0f}" for t in TYPES if t in groups)
+        per = ", ".join(f"{t} {groups[t]['accuracy']:.0f}" for t in sq.TYPES if t in groups)
         secs = ", ".join(f"{k} {v:.3f}" for k, v in s["seconds"].items() if k != "total")
         print(f"    {cell.label:26} {s['accuracy']:5.1f} % ({per}); {s['visual_tokens']:.0f} visual tokens/layer; "
               f"s/item: {secs}, total {s['seconds'].get('total', 0):.3f}")
@@ -93,11 +90,6 @@ def main(argv=None) -> int:
 
 def _random(work: str) -> int:
     """The pipeline on a random-weight tiny VideoChat-Flash in the original HF format."""
-    import lvjax
-    from lvjax import synthetic_qa as sq
-    from lvjax.eval import render
-    from lvjax.testing.tiny import build_tiny_videochat_flash
-
     t0 = time.perf_counter()
     frames, _ = sq.render_item("needle", np.random.RandomState([DEMO_SEED, 0]))
     video = render.write_mp4(os.path.join(work, "synthetic.mp4"), frames, fps=sq.FPS)
@@ -105,7 +97,7 @@ def _random(work: str) -> int:
     if not os.path.isdir(hf_dir):
         build_tiny_videochat_flash(hf_dir)
     print(f"lvjax demo --random: a tiny VideoChat-Flash with RANDOM weights in the original HF format: {hf_dir}")
-    model = lvjax.load(hf_dir)
+    model = api.load(hf_dir)
     encoded = model.encode_video(video, fps=8.0, max_frames=16, min_frames=16)
     answer, report = model.answer_encoded(encoded, sq.QUESTIONS["needle"], compression="xcomp_cosine", max_new_tokens=16)
     print(f"  answer (noise): {answer!r}\n  report: " + ", ".join(f"{k}={v}" for k, v in report.items()))

@@ -87,10 +87,9 @@ def choose(logits: jax.Array, seen: jax.Array, gen: GenerationConfig, rng: jax.A
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
-def _decode(params, cfg: LLMConfig, gen: GenerationConfig, last_hidden, caches, offset, seen, rng):
-    """Pick the first token from `last_hidden` (B, 1, D), then decode with a `lax.while_loop`.
-
-    `offset`: cache slots already used after the prompt. Returns (tokens (B, N), lengths (B,)).
+def _decode(params, cfg: LLMConfig, gen: GenerationConfig, last_hidden, caches, seen, rng):
+    """Pick the first token from `last_hidden` (B, 1, D), then decode with a `lax.while_loop`,
+    each step appending to the stage caches. Returns (tokens (B, N), lengths (B,)).
     """
     b = last_hidden.shape[0]
     n = gen.max_new_tokens
@@ -114,7 +113,7 @@ def _decode(params, cfg: LLMConfig, gen: GenerationConfig, last_hidden, caches, 
         step, tokens, done, seen, caches, rng = state
         prev = tokens[:, step - 1][:, None]
         x = llm.embed(params, cfg, prev)
-        hidden, caches = llm.extend(params, cfg, x, jnp.ones((b, 1), bool), caches, offset + step - 1)
+        hidden, caches = llm.extend(params, cfg, x, jnp.ones((b, 1), bool), caches)
         rng, key = jax.random.split(rng)
         tok = jnp.where(done, gen.pad_token_id, pick(hidden, seen, key))
         tokens = tokens.at[:, step].set(tok)
@@ -154,7 +153,7 @@ def generate_from_embeds(
         params, cfg, x, valid, drops=drops, visual_start=visual_start, n_visual=n_visual, max_new=gen.max_new_tokens,
         pad_span=pad_span,
     )
-    return _decode(params, cfg, gen, h[:, -1:], caches, 0, seen, rng)
+    return _decode(params, cfg, gen, h[:, -1:], caches, seen, rng)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new", "drops", "visual_start", "n_visual", "pad_span"))
@@ -172,16 +171,16 @@ def prefill_cache(params, x, valid, *, cfg: LLMConfig, max_new: int, drops: tupl
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def extend_cache(params, caches, x, valid, offset, *, cfg: LLMConfig):
-    """Append prompt tokens x (B, T, D) at slot `offset` after the cached prompt. Returns (last hidden, caches)."""
-    h, caches = llm.extend(params, cfg, x, valid, caches, offset)
+def extend_cache(params, caches, x, valid, *, cfg: LLMConfig):
+    """Append prompt tokens x (B, T, D) (`valid` (B, T)) to the caches. Returns (last hidden, caches)."""
+    h, caches = llm.extend(params, cfg, x, valid, caches)
     return h[:, -1:], caches
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "gen"))
-def decode_from_cache(params, last_hidden, caches, offset, seen, rng, *, cfg: LLMConfig, gen: GenerationConfig):
-    """Generate after prefilled caches whose next free slot is `offset`. Returns (tokens, lengths)."""
-    return _decode(params, cfg, gen, last_hidden, caches, offset, seen, rng)
+def decode_from_cache(params, last_hidden, caches, seen, rng, *, cfg: LLMConfig, gen: GenerationConfig):
+    """Generate after prefilled (and extended) caches. Returns (tokens, lengths)."""
+    return _decode(params, cfg, gen, last_hidden, caches, seen, rng)
 
 
 def right_align(ids: np.ndarray, mask: np.ndarray, length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,12 +24,16 @@ of a split is drawn from `RandomState([split seed, i])` alone, so any item can b
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
 import numpy as np
 
 from lvjax.eval import render
+from lvjax.eval.tasks import LETTERS, Item, get_task, load_items
+from lvjax.testing.tiny import default_corpus
+from lvjax.video import time_message
 
 SIZE, FPS, BINS = 32, 8, 8
 LENGTHS = (32, 64, 128, 256)  # frames per video
@@ -138,8 +142,6 @@ def make_split(out: str, split: str, n: int, *, seed: int | None = None) -> str:
 
 def training_jsonl(annotations: str, out: str) -> str:
     """LLaVA-style training records from a split's annotations, with the evaluation prompt and answer text."""
-    from lvjax.eval.tasks import get_task, load_items
-
     task = get_task("synthetic_qa")
     rule = task.rule("videochat_flash")
     with open(out, "w", encoding="utf-8") as f:
@@ -153,10 +155,6 @@ def training_jsonl(annotations: str, out: str) -> str:
 def corpus() -> list[str]:
     """Lines for the tiny tokenizer: the default corpus, then this benchmark's prompts, time messages
     and answers repeated so that BPE spends its merges on them first (answers become single tokens)."""
-    from lvjax.eval.tasks import LETTERS, Item, get_task
-    from lvjax.testing.tiny import default_corpus
-    from lvjax.video import time_message
-
     rule = get_task("synthetic_qa").rule("videochat_flash")
     ours = [time_message(n / FPS, k).strip() for n in LENGTHS for k in (8, 16, 32)]
     for t in TYPES:
@@ -166,8 +164,6 @@ def corpus() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m lvjax.synthetic_qa", description=__doc__.split("\n")[0])
     p.add_argument("out")
     p.add_argument("--train", type=int, default=0)

@@ -17,14 +17,28 @@ tuning (tiny), QC-Comp frame selection, and LP-Comp at 2× and 4× the frames.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import os
 import shutil
 import time
-from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-NAMES = {"tiny": "tiny", "tiny-base": "tiny-base"}  # model names → folders under ASSETS
+import flax.linen as nn
+import jax
+
+from lvjax import api
+from lvjax import synthetic_qa as sq
+from lvjax.config import read_json
+from lvjax.convert.hf import write_hf_folder
+from lvjax.eval import runner
+from lvjax.families import family_by_name
+from lvjax.families.videochat_flash.compression import build_plan
+from lvjax.families.videochat_flash.selection import QCCompConfig
+from lvjax.shipped import ASSETS, NAMES
+from lvjax.testing.tiny import build_tiny_tokenizer
+from lvjax.train.config import load_config
+from lvjax.train.loop import build_spec, train
 CONFIGS = {"tiny-base": "tiny_trained.yaml", "tiny": "tiny_trained_xcomp.yaml"}  # stage order
 N_TRAIN, N_VAL, N_TEST = 3000, 100, 200
 VOCAB = 512
@@ -50,13 +64,9 @@ class Cell:
     select: int = 0
 
     def options(self) -> dict:
-        from lvjax.eval.runner import answer_options
-
-        opts = answer_options(max_frames=self.frames, min_frames=self.frames, fps=SAMPLING["fps"],
+        opts = runner.answer_options(max_frames=self.frames, min_frames=self.frames, fps=SAMPLING["fps"],
                               compression=self.compression, max_new_tokens=4)
         if self.select:
-            from lvjax.families.videochat_flash.selection import QCCompConfig
-
             opts["qc"] = QCCompConfig(n_select=self.select, **QC)
         return opts
 
@@ -70,8 +80,6 @@ class Cell:
 
     def visual_tokens(self, layers: int) -> float:
         """Visual tokens per LLM layer, averaged over the layers (the LLM token budget)."""
-        from lvjax.families.videochat_flash.compression import build_plan
-
         n = (self.select or self.frames) * 16
         return sum(build_plan(self.compression, layers, 16).visual_counts(n)) / layers
 
@@ -86,18 +94,8 @@ CELLS = (
 )
 
 
-def resolve(path: str) -> str:
-    """A shipped model's folder for its name ("tiny", "tiny-base"); any other path unchanged."""
-    if path in NAMES and not os.path.exists(path):
-        return str(ASSETS / NAMES[path])
-    return path
-
-
 def make_data(work: str) -> dict:
     """Tokenizer (work/tokenizer) and the train/val/test splits (work/data). Returns their paths."""
-    from lvjax import synthetic_qa as sq
-    from lvjax.testing.tiny import build_tiny_tokenizer
-
     data = os.path.join(work, "data")
     tok = build_tiny_tokenizer(os.path.join(work, "tokenizer"), vocab_size=VOCAB, corpus=sq.corpus())
     if tok.vocab_size != VOCAB:
@@ -110,13 +108,6 @@ def make_data(work: str) -> dict:
 
 def write_folder(out: str, train_cfg, params, tokenizer: str) -> str:
     """An original-format HF folder (config.json, model.safetensors, tokenizer, greedy generation config)."""
-    import json
-
-    from lvjax.config import read_json
-    from lvjax.convert.hf import write_hf_folder
-    from lvjax.families import family_by_name
-    from lvjax.train.loop import build_spec
-
     spec, _ = build_spec(train_cfg, load_params=False)
     family = family_by_name(spec.family)
     init = train_cfg.model.init
@@ -132,12 +123,6 @@ def write_folder(out: str, train_cfg, params, tokenizer: str) -> str:
 
 def train_stage(name: str, work: str, configs: str, *, overrides: tuple[str, ...] = (), verbose: bool = True) -> str:
     """Run one stage's config with its data under `work`; writes the HF folder work/<name>."""
-    import flax.linen as nn
-    import jax
-
-    from lvjax.train.config import load_config
-    from lvjax.train.loop import train
-
     out = os.path.join(work, name)
     over = [f"data.train_jsonl={work}/data/train.jsonl", f"data.media_root={work}/data/videos",
             f"data.tokenizer={work}/tokenizer", f"train.output_dir={work}/{name}-run", *overrides]
@@ -175,14 +160,9 @@ def evaluate(cell: Cell, annotations: str, videos: str, out: str, models: dict |
              limit: int | None = None) -> dict:
     """`lvjax eval --task synthetic_qa` of one cell (results in `out`, resumable); returns the summary
     plus 'seconds' (mean seconds per item and stage) and 'visual_tokens' (per layer, mean)."""
-    import json
-
-    import lvjax
-    from lvjax.eval import runner
-
     models = {} if models is None else models
     if cell.model not in models:
-        models[cell.model] = lvjax.load(cell.model)
+        models[cell.model] = api.load(cell.model)
     model = models[cell.model]
     summary = runner.evaluate(model, "synthetic_qa", annotations, videos, out, options=cell.options(), limit=limit,
                                progress=False)
@@ -196,8 +176,6 @@ def evaluate(cell: Cell, annotations: str, videos: str, out: str, models: dict |
 
 def compare(work: str = "runs/tiny", n: int = N_TEST, cells=CELLS) -> list[tuple[Cell, dict]]:
     """Every cell on the first `n` items of the test split (rendered into work/data if absent)."""
-    from lvjax import synthetic_qa as sq
-
     data = os.path.join(work, "data")
     ann = os.path.join(data, "test.json")
     if not os.path.isfile(ann) or len(_read(ann)) < n:  # item i of a split never depends on n
@@ -214,32 +192,26 @@ def compare(work: str = "runs/tiny", n: int = N_TEST, cells=CELLS) -> list[tuple
 
 
 def _read(path: str) -> list:
-    import json
-
     with open(path) as f:
         return json.load(f)
 
 
 def report(results: list[tuple[Cell, dict]]) -> str:
     """A Markdown table: accuracy (%) overall and per question type, chance, visual tokens, seconds per item."""
-    from lvjax.synthetic_qa import CHANCE, TYPES
-
-    head = "| setting | model | frames | visual tokens / layer | " + " | ".join(TYPES) + " | all | s / item |"
+    head = "| setting | model | frames | visual tokens / layer | " + " | ".join(sq.TYPES) + " | all | s / item |"
     lines = [head, "|" + "---|" * (head.count("|") - 1),
-             "| chance | | | | " + " | ".join(f"{100 * CHANCE[t]:.0f}" for t in TYPES)
-             + f" | {100 * sum(CHANCE.values()) / len(TYPES):.1f} | |"]
+             "| chance | | | | " + " | ".join(f"{100 * sq.CHANCE[t]:.0f}" for t in sq.TYPES)
+             + f" | {100 * sum(sq.CHANCE.values()) / len(sq.TYPES):.1f} | |"]
     for cell, s in results:
         groups = s["groups"]["question_type"]
         lines.append(f"| {cell.label} | {cell.model} | {cell.select or cell.frames}"
                      + (f" of {cell.frames}" if cell.select else "") + f" | {s['visual_tokens']:.1f} | "
-                     + " | ".join(f"{groups[t]['accuracy']:.1f}" if t in groups else "-" for t in TYPES)
+                     + " | ".join(f"{groups[t]['accuracy']:.1f}" if t in groups else "-" for t in sq.TYPES)
                      + f" | {s['accuracy']:.1f} | {s['seconds'].get('total', 0.0):.3f} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m lvjax.tiny_model", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="data, tokenizer, both training stages; copy the folders into --out")

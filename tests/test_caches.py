@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 
 from lvjax.caches import KVCache
@@ -42,3 +43,26 @@ def test_compact_pools_spans_as_torch_avg_pool1d():
     pooled = torch.nn.functional.avg_pool1d(span, 4).reshape(2, 1, 2, 4, 2).permute(0, 1, 4, 2, 3).numpy()
     want = np.concatenate([k[:, :, :3], pooled, k[:, :, 12:14]], axis=2)
     np.testing.assert_allclose(np.asarray(out.k)[:, :, :7], want, rtol=1e-6)
+
+
+def test_per_layer_masked_cache():
+    """The per-layer form (tuples of (B, Hkv, S, D), heads before slots) with a padding mask (LP-Comp stages)."""
+    rng = np.random.default_rng(3)
+    k = tuple(rng.normal(size=(2, 2, 5, 4)).astype(np.float32) for _ in range(3))
+    v = tuple(rng.normal(size=(2, 2, 5, 4)).astype(np.float32) for _ in range(3))
+    valid = np.array([[True] * 5, [False, False, True, True, True]])
+    cache = KVCache.prefilled(tuple(map(jnp.asarray, k)), tuple(map(jnp.asarray, v)), 8, jnp.asarray(valid))
+    assert cache.capacity == 8 and int(cache.length) == 5
+    np.testing.assert_array_equal(np.asarray(cache.valid)[:, 5:], False)
+    new = tuple(rng.normal(size=(2, 2, 2, 4)).astype(np.float32) for _ in range(3))
+    new_valid = np.array([[True, True], [False, True]])
+    out = cache.append(tuple(map(jnp.asarray, new)), tuple(map(jnp.asarray, new)), jnp.asarray(new_valid))
+    assert int(out.length) == 7
+    np.testing.assert_array_equal(np.asarray(out.valid), np.concatenate([valid, new_valid, [[False], [False]]], 1))
+    for layer in range(3):
+        np.testing.assert_array_equal(np.asarray(out.k[layer])[:, :, :7], np.concatenate([k[layer], new[layer]], 2))
+    kept = out.keep(jnp.asarray([1, 3, 6], jnp.int32), 4)
+    np.testing.assert_array_equal(np.asarray(kept.valid), [[True, True, True, False], [False, True, True, False]])
+    np.testing.assert_array_equal(np.asarray(kept.v[2])[:, :, :2], v[2][:, :, [1, 3]])
+    with pytest.raises(ValueError, match="padding"):
+        out.compact([(0, 4, 2)], 4)

@@ -64,6 +64,6 @@ def test_prefix_cache_then_extend_equals_one_prefill(lm, ref):
     _, caches = prefill_cache(params, x[:, :cut], jnp.ones((1, cut), bool), cfg=cfg, max_new=80 + 8)
     rest = jnp.pad(x[:, cut:], ((0, 0), (pad, 0), (0, 0)))
     valid = jnp.arange(rest.shape[1])[None] >= pad
-    last, caches = extend_cache(params, caches, rest, valid, 0, cfg=cfg)
-    toks = decode_from_cache(params, last, caches, rest.shape[1], seen, jax.random.key(0), cfg=cfg, gen=gen)[0]
+    last, caches = extend_cache(params, caches, rest, valid, cfg=cfg)
+    toks = decode_from_cache(params, last, caches, seen, jax.random.key(0), cfg=cfg, gen=gen)[0]
     np.testing.assert_array_equal(np.asarray(toks)[0], ref["L4/base/evalstyle_ids"])

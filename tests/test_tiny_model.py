@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from lvjax import shipped
 from lvjax import synthetic_qa as sq
 from lvjax import tiny_model as tm
 
@@ -23,23 +24,24 @@ THRESHOLD = {"tiny": {"needle": 55.0, "count": 100.0, "order": 35.0, "position":
 
 
 def test_shipped_folders_are_small_original_format():
-    for name in tm.NAMES:
-        folder = tm.resolve(name)
-        assert os.path.dirname(folder) == str(tm.ASSETS)
+    for name in shipped.NAMES:
+        folder = shipped.resolve(name)
+        assert os.path.dirname(folder) == str(shipped.ASSETS)
         files = set(os.listdir(folder))
         assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= files
         config = json.load(open(os.path.join(folder, "config.json")))
         assert config["model_type"] == "videochat_flash_qwen" and config["mm_projector_type"] == "tome16_mlp_hd64"
-    total = sum(os.path.getsize(os.path.join(tm.ASSETS, n, f)) for n in tm.NAMES for f in os.listdir(tm.resolve(n)))
+    total = sum(os.path.getsize(os.path.join(shipped.ASSETS, n, f))
+                for n in shipped.NAMES for f in os.listdir(shipped.resolve(n)))
     assert total <= 10 * 2 ** 20, total
-    assert tm.resolve("some/other/path") == "some/other/path"
+    assert shipped.resolve("some/other/path") == "some/other/path"
 
 
 def test_load_by_name():
     import lvjax
 
     model = lvjax.load("tiny")
-    assert model.source == str(tm.ASSETS / "tiny")
+    assert model.source == str(shipped.ASSETS / "tiny")
     assert model.info()["family"] == "videochat_flash"
 
 
@@ -108,9 +110,9 @@ def test_build_reproduces_the_shipped_weights(tmp_path):
     from safetensors.numpy import load_file
 
     tm.build(str(tmp_path / "work"), str(tmp_path / "out"))
-    for name in tm.NAMES:
+    for name in shipped.NAMES:
         new = load_file(str(tmp_path / "out" / name / "model.safetensors"))
-        old = load_file(os.path.join(tm.resolve(name), "model.safetensors"))
+        old = load_file(os.path.join(shipped.resolve(name), "model.safetensors"))
         assert sorted(new) == sorted(old)
         for k in old:
             np.testing.assert_array_equal(new[k], old[k], err_msg=f"{name}: {k}")

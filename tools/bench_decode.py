@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     seen = jnp.zeros((1, cfg.vocab_size), bool)
 
     def run():
-        decode_from_cache(model.params, last, caches, 0, seen, jax.random.key(0), cfg=cfg, gen=gen)[0].block_until_ready()
+        decode_from_cache(model.params, last, caches, seen, jax.random.key(0), cfg=cfg, gen=gen)[0].block_until_ready()
 
     run()
     times = []

@@ -37,6 +37,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lvjax.families.videochat_flash.compression import build_plan  # noqa: E402
+from lvjax.sharding import AXES, parse_mesh  # noqa: E402
+from lvjax.train.config import load_config  # noqa: E402
 
 GiB = 1024**3
 REAL_2B = {  # reference §1.1 (VideoChat-Flash-Qwen2_5-2B_res448); UMT-L vision
@@ -182,8 +184,6 @@ def plan_inference(hf: dict, family: str, frames: int, compression: str, mesh: d
 
 
 def main_inference(a) -> int:
-    from lvjax.sharding import AXES, parse_mesh
-
     hf = dict(REAL_2B)
     if a.model:
         with open(a.model) as f:
@@ -192,23 +192,30 @@ def main_inference(a) -> int:
     mesh = dict(zip(AXES, parse_mesh(a.mesh or "")))
     frames = [int(x) for x in (a.frames or "1024").split(",")]
     rows = [plan_inference(hf, family, f, a.compression, mesh, a.dtype, a.attention) for f in frames]
+    title = (f"inference, {family}, mesh {a.mesh or 'one device'}, {a.dtype}, {a.attention} attention, compression "
+             f"{a.compression}, GiB per device (total = params + KV + the larger of prefill and ViT peaks)")
+    return _print(rows, title, (("frames", "frames", 7), ("seq_max", "seq", 7)), ["params", "kv_cache", "prefill_peak", "vision", "total"],
+                  13, a)
+
+
+def _print(rows: list[dict], title: str, lead: tuple, cols: list[str], width: int, a) -> int:
+    """JSON lines (--json), or a table: `title`, then per row the `lead` fields (key, label, width) and
+    the `cols` in GiB, flagging totals over --hbm-gib."""
     if a.json:
         for r in rows:
             print(json.dumps(r))
         return 0
-    cols = ["params", "kv_cache", "prefill_peak", "vision", "total"]
-    print(f"inference, {family}, mesh {a.mesh or 'one device'}, {a.dtype}, {a.attention} attention, compression "
-          f"{a.compression}, GiB per device (total = params + KV + the larger of prefill and ViT peaks)")
-    print(f"{'frames':>7} {'seq':>7} " + " ".join(f"{c:>13}" for c in cols))
+    print(title)
+    print(" ".join(f"{label:>{w}}" for _, label, w in lead) + " "
+          + " ".join(f"{c:>{width}}" for c in cols))
     for r in rows:
         flag = "  (does not fit)" if a.hbm_gib and r["total"] / GiB > a.hbm_gib else ""
-        print(f"{r['frames']:>7} {r['seq_max']:>7} " + " ".join(f"{r[c] / GiB:>13.2f}" for c in cols) + flag)
+        print(" ".join(f"{r[k]:>{w}}" for k, _, w in lead) + " "
+              + " ".join(f"{r[c] / GiB:>{width}.2f}" for c in cols) + flag)
     return 0
 
 
 def main(argv=None) -> int:
-    from lvjax.train.config import load_config
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--config", help="training YAML (configs/*.yaml); required unless --inference")
@@ -242,18 +249,10 @@ def main(argv=None) -> int:
     frames = [int(x) for x in a.frames.split(",")] if a.frames else [cfg.data.max_frames]
     remats = a.remat.split(",") if a.remat else [cfg.model.remat_policy]
     rows = [plan(cfg, f, tuple(sizes), r, a.flash) for f in frames for r in remats]
-    if a.json:
-        for r in rows:
-            print(json.dumps(r))
-        return 0
+    title = (f"{cfg.source}: mesh data×fsdp×tensor×sequence = {'×'.join(map(str, sizes))}, "
+             f"{'flash' if a.flash else 'dense'} attention, GiB per device")
     cols = ["params", "grads", "adam", "act_saved", "act_layer_peak", "logits", "vision", "total"]
-    print(f"{cfg.source}: mesh data×fsdp×tensor×sequence = {'×'.join(map(str, sizes))}, "
-          f"{'flash' if a.flash else 'dense'} attention, GiB per device")
-    print(f"{'frames':>7} {'remat':>8} {'seq':>7} " + " ".join(f"{c:>14}" for c in cols))
-    for r in rows:
-        flag = "  (does not fit)" if a.hbm_gib and r["total"] / GiB > a.hbm_gib else ""
-        print(f"{r['frames']:>7} {r['remat']:>8} {r['seq_max']:>7} " + " ".join(f"{r[c] / GiB:>14.2f}" for c in cols) + flag)
-    return 0
+    return _print(rows, title, (("frames", "frames", 7), ("remat", "remat", 8), ("seq_max", "seq", 7)), cols, 14, a)
 
 
 if __name__ == "__main__":

@@ -31,12 +31,12 @@ import numpy as np
 
 from lvjax.config import ConfigError, LLMConfig
 from lvjax.generate import GenerationConfig
+from lvjax.video import VideoFrames
 
 IMAGE_TOKEN_INDEX = -200  # the LLaVA-style <image> placeholder id of `tokenizer_image_token`
 
-if TYPE_CHECKING:  # the handle imports the families, not the other way round
+if TYPE_CHECKING:  # annotations only: the model handle imports the families, not the other way round
     from lvjax.model import Model
-    from lvjax.video import VideoFrames
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +95,7 @@ class Encoded:
     """
 
     visual: Any
-    frames: "VideoFrames"
+    frames: VideoFrames
     seconds: dict[str, float]
     stages: dict[str, Any] = dataclasses.field(default_factory=dict)
     cache: dict = dataclasses.field(default_factory=dict)
@@ -180,7 +180,7 @@ class Family(abc.ABC):
         """Frame-sampling defaults; None for text-only families."""
         return None
 
-    def encode(self, params: dict, cfg: Any, frames: "VideoFrames", *, intermediates: bool = False,
+    def encode(self, params: dict, cfg: Any, frames: VideoFrames, *, intermediates: bool = False,
                **options) -> Encoded:
         """Sampled frames → `Encoded` (visual tokens and, if asked, named stage outputs).
 

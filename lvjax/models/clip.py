@@ -29,11 +29,11 @@ import jax.numpy as jnp
 from lvjax.config import ConfigError
 from lvjax.convert.table import CONV2D, IDENTITY, LINEAR, Rule
 from lvjax.models.stack import scanned
-from lvjax.models.vit_layer import ACT, EncoderLayer, P, layer_norm
+from lvjax.models.vit_layer import ACT, EncoderLayer, P, ViTSizes, layer_norm
 
 
 @dataclasses.dataclass(frozen=True)
-class CLIPConfig:
+class CLIPConfig(ViTSizes):
     """CLIP vision sizes (from the tower's `config.json`) and which hidden state is taken.
 
     select_layer: `mm_vision_select_layer` (−1: the last encoder layer's output, −2: the one before).
@@ -51,16 +51,9 @@ class CLIPConfig:
     param_dtype: str = "float32"
 
     @property
-    def grid(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
     def num_run_layers(self) -> int:
         """Encoder layers run: hidden_states[k] is the output of layer k (0 = the embeddings)."""
         return self.select_layer % (self.num_hidden_layers + 1)
-
-    def replace(self, **kw) -> "CLIPConfig":
-        return dataclasses.replace(self, **kw)
 
     @classmethod
     def from_hf(cls, hf: dict, select_layer: int, source: str = "config.json") -> "CLIPConfig":

@@ -4,12 +4,13 @@ A *stage* is a run of consecutive layers that see the same sequence. Between sta
 visual block `[visual_start, visual_start + n_visual)` shrinks: a drop returns, per batch
 row, the indices (into the current visual block) that survive, and the sequence is rebuilt
 as [prefix, kept visual, suffix]. RoPE positions are recomputed contiguously from the
-valid slots after every drop, so each stage's KV cache has its own length and positions.
+valid slots after every drop, so each stage's KV cache (a `KVCache` of per-layer arrays)
+has its own length and positions.
 
 Sequences may hold padding slots anywhere (`valid` False): positions skip them and keys
 there are masked. For generation, prompts are laid out so that their last token is the last
-slot; decode step t writes slot `S_s + t` of stage s's cache at position `count_s + t`,
-where `count_s` is the number of valid prompt tokens in stage s.
+slot; new tokens are written at each stage cache's `length`, at positions after its valid
+slots.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kernels_pallas.block_sparse.layout import Layout, Segment
 from lvjax.attention import DENSE_MAX_SCORES
+from lvjax.caches import KVCache
 from lvjax.config import LLMConfig
 from lvjax.models.qwen2 import (
     DecoderLayer,
@@ -46,31 +49,6 @@ class Drop:
     after: int
     n_keep: int
     select: DropFn
-
-
-@dataclasses.dataclass(frozen=True)
-class StageCache:
-    """KV cache of one stage: k, v tuples over its layers of (B, Hkv, S + max_new, D); valid (B, S + max_new).
-
-    One array per layer, heads before slots: a decode step reads each layer's cache as is and
-    writes one slot in place (no stacked copies, no transposes).
-    """
-
-    k: tuple
-    v: tuple
-    valid: jax.Array
-    prompt_len: int  # S: slots filled by the prompt
-
-    def tree_flatten(self):
-        return (self.k, self.v, self.valid), self.prompt_len
-
-    @classmethod
-    def tree_unflatten(cls, prompt_len, children):
-        k, v, valid = children
-        return cls(tuple(k), tuple(v), valid, prompt_len)
-
-
-jax.tree_util.register_pytree_node(StageCache, StageCache.tree_flatten, StageCache.tree_unflatten)
 
 
 def layer_params(params: dict, i: int) -> dict:
@@ -154,8 +132,6 @@ def use_kernels(cfg: LLMConfig, length: int = 0) -> bool:
 
 def causal_layout(length: int, pad_span: tuple[int, int] | tuple[()]):
     """Causal layout over `length` slots whose only padding is the static span [start, stop)."""
-    from kernels_pallas.block_sparse.layout import Layout, Segment
-
     if not pad_span or pad_span[1] <= pad_span[0]:
         return Layout((Segment(length),))
     start, stop = pad_span
@@ -225,11 +201,7 @@ def prefill(
                 layout = causal_layout(x.shape[1], pad_span)
             x, kv = _run_stage(params, cfg, x, valid, start, stop, hiddens if return_hidden else None, layout)
             if max_new:
-                pad = [(0, 0), (0, 0), (0, max_new), (0, 0)]
-                per_layer = [tuple(nn.with_logical_constraint(jnp.pad(a[i].transpose(0, 2, 1, 3), pad), CACHE_AXES)
-                                   for i in range(a.shape[0])) for a in kv]
-                cache_valid = jnp.pad(valid, [(0, 0), (0, max_new)])
-                caches.append(StageCache(*per_layer, cache_valid, x.shape[1]))
+                caches.append(_stage_cache(kv, valid, x.shape[1] + max_new))
         if drop is not None:
             # Attention rules score with the next layer's projections (none after the last layer).
             next_layer = layer_params(params, min(stop, n_layers - 1))
@@ -241,35 +213,61 @@ def prefill(
     return x, valid, (caches if max_new else None), hiddens
 
 
-def extend(params: dict, cfg: LLMConfig, x: jax.Array, x_valid: jax.Array, caches: list[StageCache], offset):
-    """Run new tokens x (B, T, D) after what the caches hold (decoding when T == 1).
+def prefill_packed(params: dict, cfg: LLMConfig, x: jax.Array, valid: jax.Array) -> jax.Array:
+    """Final hidden (B, T, D) before the final norm of a prefill without drops or caches (the
+    training forward), in x's slot order; `valid` (B, T) may hold padding anywhere.
 
-    The tokens are written to slots `prompt_len + offset + [0, T)` of every stage's cache;
-    `x_valid` (B, T) marks real tokens (padding slots stay masked). Each token sees the valid
-    cached slots and the new ones up to itself. Layers run one by one on their own parameter
-    and cache arrays (see `unstack_layers`). Returns (hidden (B, T, D) before the final
-    norm, updated caches).
+    Where a layout is used (`use_kernels`), each row's padding is first moved behind its real
+    tokens — a stable partition, so the real tokens keep their order and positions — which makes
+    the causal layout without a padding span exact for them, and attention takes the kernels
+    (or the blockwise path) instead of a dense S×S mask. Padding slots' outputs then differ
+    from the dense path's: they must carry no labels.
+    """
+    if not use_kernels(cfg, x.shape[1]):
+        return prefill(params, cfg, x, valid)[0]
+    order = jnp.argsort(~valid, axis=1, stable=True)
+
+    def take(a, idx):
+        return jnp.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1)
+
+    hidden = prefill(params, cfg, take(x, order), take(valid, order), pad_span=())[0]
+    return take(hidden, jnp.argsort(order, axis=1))
+
+
+def _stage_cache(kv, valid, capacity: int) -> KVCache:
+    """A stage's cache from its (k, v), each (layers, B, S, Hkv, D): one (B, Hkv, capacity, D) array
+    per layer, heads before slots, so that a decode step reads each layer's cache as is and writes
+    one slot in place (no stacked copies, no transposes); `valid` (B, S) masks the padding."""
+    k, v = (tuple(a[i].transpose(0, 2, 1, 3) for i in range(a.shape[0])) for a in kv)
+    c = KVCache.prefilled(k, v, capacity, valid)
+    shard = lambda a: nn.with_logical_constraint(a, CACHE_AXES)  # noqa: E731
+    return dataclasses.replace(c, k=jax.tree.map(shard, c.k), v=jax.tree.map(shard, c.v))
+
+
+def extend(params: dict, cfg: LLMConfig, x: jax.Array, x_valid: jax.Array, caches: Sequence[KVCache]):
+    """Run new tokens x (B, T, D) after what the stage caches hold (decoding when T == 1).
+
+    The tokens are written at slots `length + [0, T)` of every stage's cache; `x_valid` (B, T)
+    marks real tokens (padding slots stay masked). Each token sees the valid cached slots and
+    the new ones up to itself. Layers run one by one on their own parameter and cache arrays
+    (see `unstack_layers`). Returns (hidden (B, T, D) before the final norm, updated caches).
     """
     t = x.shape[1]
     new_mask = jnp.tril(jnp.ones((t, t), bool))[None] & x_valid[:, None, :]
     new_caches = []
     layer = 0
     for c in caches:
-        slot0 = c.prompt_len + offset
-        slots = jnp.arange(c.valid.shape[1])
-        count = jnp.sum(c.valid & (slots < slot0), axis=1, dtype=jnp.int32)
+        count = jnp.sum(c.valid, axis=1, dtype=jnp.int32)  # slots at and after `length` are not valid yet
         positions = count[:, None] + jnp.cumsum(x_valid.astype(jnp.int32), axis=1) - 1
         cos, sin = rope_cos_sin(jnp.maximum(positions, 0), cfg)
-        cache_mask = (c.valid & (slots < slot0))[:, None, :]
         ks, vs = [], []
         for kc, vc in zip(c.k, c.v):
             x, (k, v) = DecoderLayer(cfg).apply({"params": layer_params(params, layer)}, x, (kc, vc), cos, sin,
-                                                (cache_mask, new_mask), slot0)
+                                                (c.valid[:, None, :], new_mask), c.length)
             ks.append(k)
             vs.append(v)
             layer += 1
-        valid = jax.lax.dynamic_update_slice_in_dim(c.valid, x_valid, slot0, axis=1)
-        new_caches.append(StageCache(tuple(ks), tuple(vs), valid, c.prompt_len))
+        new_caches.append(c.written(tuple(ks), tuple(vs), t, x_valid))
     if layer != cfg.num_hidden_layers:
         raise ValueError(f"caches cover {layer} layers, the model has {cfg.num_hidden_layers}")
     return x, new_caches

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from lvjax.config import ConfigError
 from lvjax.models.stack import scanned
-from lvjax.models.vit_layer import ACT, EncoderLayer, P, layer_norm
+from lvjax.models.vit_layer import ACT, EncoderLayer, P, ViTSizes, layer_norm
 
 # Fields of a SigLIP `vision_tower/config.json` this port reads (and writes back).
 _FIELDS = ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_hidden_layers",
@@ -37,7 +37,7 @@ _FIELDS = ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_
 
 
 @dataclasses.dataclass(frozen=True)
-class SiglipConfig:
+class SiglipConfig(ViTSizes):
     """SigLIP sizes as in the folder's config (`num_hidden_layers` counts the deleted layer too)."""
 
     image_size: int = 384
@@ -55,18 +55,6 @@ class SiglipConfig:
     def num_layers(self) -> int:
         """Layers actually built (the original deletes the last one)."""
         return self.num_hidden_layers - 1
-
-    @property
-    def grid(self) -> int:
-        """Patches per side (the VALID patch conv drops the remainder: 384 // 14 = 27)."""
-        return self.image_size // self.patch_size
-
-    @property
-    def tokens_per_frame(self) -> int:
-        return self.grid * self.grid
-
-    def replace(self, **kw) -> "SiglipConfig":
-        return dataclasses.replace(self, **kw)
 
     @classmethod
     def from_hf(cls, hf: dict, source: str) -> "SiglipConfig":

@@ -33,6 +33,7 @@ from lvjax.attention import attend
 from lvjax.config import ConfigError
 from lvjax.models.pos_embed import vision_pos_embed
 from lvjax.models.stack import scanned
+from lvjax.models.vit_layer import ViTSizes
 
 # The real UMT-L sizes; a `vision_tower_config` dict in config.json overrides them (tiny models).
 _UMT_LARGE = dict(
@@ -43,7 +44,7 @@ _UMT_LARGE = dict(
 
 
 @dataclasses.dataclass(frozen=True)
-class UMTConfig:
+class UMTConfig(ViTSizes):
     """UMT ViT sizes. `num_frames` is the clip length L (`mm_local_num_frames`).
 
     Only `num_hidden_layers + return_idx + 1` blocks are built (23 of 24 for UMT-L).
@@ -69,18 +70,6 @@ class UMTConfig:
     def num_blocks(self) -> int:
         """Blocks actually instantiated (the output is taken after the last of them)."""
         return self.num_hidden_layers + self.return_idx + 1
-
-    @property
-    def grid(self) -> int:
-        """Patches per side of a frame."""
-        return self.image_size // self.patch_size
-
-    @property
-    def tokens_per_frame(self) -> int:
-        return self.grid * self.grid
-
-    def replace(self, **kw) -> "UMTConfig":
-        return dataclasses.replace(self, **kw)
 
     @classmethod
     def from_hf(cls, hf: dict, source: str = "config.json") -> "UMTConfig":

@@ -9,6 +9,7 @@ mlp/fc{1,2} (Flax kernels (in, out)). `act` is 'quick_gelu' (CLIP: x·σ(1.702x)
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -21,6 +22,22 @@ P = nn.with_logical_partitioning
 ACT = ("activation_batch", "vision_length", "activation_embed")  # a clip's tokens: never sequence-split
 ACTIVATIONS = {"quick_gelu": lambda h: h * jax.nn.sigmoid(1.702 * h),
                "gelu_tanh": lambda h: nn.gelu(h, approximate=True)}
+
+
+class ViTSizes:
+    """What the ViT configs (frozen dataclasses with `image_size`, `patch_size`) derive alike."""
+
+    @property
+    def grid(self) -> int:
+        """Patches per side of a frame (the VALID patch conv drops a remainder: 384 // 14 = 27)."""
+        return self.image_size // self.patch_size
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid * self.grid
+
+    def replace(self, **kw):
+        return dataclasses.replace(self, **kw)
 
 
 def dense(features: int, axes: tuple, cfg: Any, name: str, kernel_init=nn.initializers.normal(0.02)) -> nn.Dense:

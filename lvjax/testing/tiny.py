@@ -21,7 +21,15 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+import flax.linen as nn
+import jax
 import numpy as np
+from safetensors.numpy import save_file
+from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
+                        trainers)
+
+from lvjax.convert.table import flatten_paths, lvjax_to_hf
+from lvjax.families import family_for
 
 QWEN2_SPLIT_REGEX = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
@@ -134,8 +142,6 @@ def _bytes_to_unicode() -> list[str]:
 
 
 def _with_pipeline(tok):
-    from tokenizers import Regex, decoders, normalizers, pre_tokenizers, processors
-
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
@@ -147,8 +153,6 @@ def _with_pipeline(tok):
 
 
 def _train_merges(corpus: Iterable[str], n_bpe: int) -> list[tuple[str, str]]:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
     tok = _with_pipeline(Tokenizer(models.BPE()))
     trainer = trainers.BpeTrainer(vocab_size=n_bpe, min_frequency=0, special_tokens=[], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
@@ -168,8 +172,6 @@ def build_tiny_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 1024, cor
     a small corpus BPE may run out of merges first, so read `.vocab_size` from the result.
     corpus: training lines (default `default_corpus()`).
     """
-    from tokenizers import AddedToken, Tokenizer, models
-
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must be >= {256 + len(SPECIAL_TOKENS)}, got {vocab_size}")
     merges = _train_merges(default_corpus() if corpus is None else corpus, vocab_size - len(SPECIAL_TOKENS))
@@ -237,13 +239,6 @@ def build_tiny_videochat_flash(out_dir: str | os.PathLike, *, hidden: int = 64, 
     tower sized by `vision_tower_config`), a tiny offline tokenizer and a generation config with
     Qwen's sampling defaults. The weights are random: answers are noise.
     """
-    import flax.linen as nn
-    import jax
-    from safetensors.numpy import save_file
-
-    from lvjax.convert.table import lvjax_to_hf
-    from lvjax.families import family_for
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tiny_tokenizer(out)
@@ -303,8 +298,6 @@ def build_tiny_videochat_flash(out_dir: str | os.PathLike, *, hidden: int = 64, 
 def _random_weights(params: dict, rng: np.random.RandomState) -> dict:
     """Re-draw weights at scales that give varied answers (as the recorded fixture does):
     kernels N(0, 1/fan_in), embeddings N(0, 0.5²), norm scales U(0.5, 1.5), biases N(0, 0.1²)."""
-    from lvjax.convert.table import flatten_paths
-
     out: dict = {}
     for path, value in flatten_paths(params).items():
         shape = np.shape(value)

@@ -5,22 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 
+import yaml
+
 from lvjax.cli_args import EXIT_CODES
+from lvjax.train.config import load_config
+from lvjax.train.data import read_jsonl
+from lvjax.train.loop import train
 
 
 def _train(args) -> None:
-    from lvjax.train.config import load_config
-    from lvjax.train.loop import train
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = load_config(args.config, args.overrides)
     if cfg.data.train_jsonl:
-        from lvjax.train.data import read_jsonl
-
         read_jsonl(cfg.data.train_jsonl)  # a malformed dataset fails before the model is built
     if args.print_config:
-        import yaml
-
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return
     out = train(cfg)

@@ -34,8 +34,11 @@ from typing import Any
 
 import grain
 import numpy as np
+from absl import flags
+from PIL import Image
 
 from lvjax.config import ConfigError
+from lvjax.families import family_by_name
 from lvjax.families.base import IMAGE_TOKEN_INDEX, TrainingMedia  # noqa: E402  (re-exported)
 from lvjax.prompt import render_chatml, video_user_turn
 from lvjax.train.config import DataSection
@@ -174,7 +177,7 @@ def tokenize_segments(segs, tokenizer) -> tuple[list[int], list[int]]:
 
 
 def load_tokenizer(path: str):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: only when a dataset is tokenised
 
     if not path or not os.path.isdir(path):
         raise ConfigError(f"{path}: tokenizer folder not found (data.tokenizer)")
@@ -233,8 +236,6 @@ class ExampleBuilder:
                     frames = np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)])
                     seconds = np.concatenate([seconds, np.repeat(seconds[-1:], pad)])
             else:
-                from PIL import Image
-
                 with Image.open(media) as im:
                     frame = np.asarray(im.convert("RGB"))
                 frames, time_msg, seconds = np.repeat(frame[None], lnf, axis=0), None, np.zeros(lnf)
@@ -268,8 +269,6 @@ class ExampleBuilder:
         pad = s - len(ids)
         extras = {}
         if self.family is not None:
-            from lvjax.families import family_by_name
-
             extras = family_by_name(self.family).training_extras(self.model_cfg, self.tokenizer, seconds[:n], n, tb)
         return extras | {
             "input_ids": np.asarray(ids + [self.pad_id] * pad, np.int32),
@@ -376,8 +375,6 @@ class TrainIterator:
 
 def _absl_flags_parsed() -> None:
     """grain's worker processes read absl flags; outside an absl app they are unparsed."""
-    from absl import flags
-
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
 

@@ -15,6 +15,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
+from tqdm import tqdm
 
 from lvjax import checkpoint
 from lvjax.api import read_any
@@ -25,12 +27,14 @@ from lvjax.sharding import (
     global_batch,
     make_mesh,
     maybe_initialize_distributed,
+    tree_shardings,
 )
 from lvjax.train import metrics as M
 from lvjax.train import objective, optim
 from lvjax.train.checkpointing import Checkpointer
 from lvjax.train.config import TrainConfig
-from lvjax.train.step import abstract_state, init_state, jit_train_step, make_train_step
+from lvjax.train.data import TrainIterator, pad_frames_to
+from lvjax.train.step import abstract_state, init_state, jit_train_step, make_train_step, state_shardings
 
 TEXT_KEYS = ("input_ids", "labels", "valid")
 VIDEO_KEYS = TEXT_KEYS + ("frames", "frame_valid", "n_frames")
@@ -83,10 +87,6 @@ def _agree_frame_bucket(batch: dict) -> dict:
     """Multi-host: pad every host's frames to the largest bucket any host drew this step."""
     if jax.process_count() == 1:
         return batch
-    from jax.experimental import multihost_utils
-
-    from lvjax.train.data import pad_frames_to
-
     tb = int(np.max(multihost_utils.process_allgather(np.int32(batch["frames"].shape[1]))))
     return pad_frames_to(batch, tb)
 
@@ -231,17 +231,12 @@ def train(cfg: TrainConfig, *, verbose: bool = True) -> dict:
 
 def _shardings_only(spec, tx, seed, mesh, rules):
     """State shardings without materialising a state (for restoring)."""
-    from lvjax.sharding import tree_shardings
-    from lvjax.train.step import state_shardings
-
     boxed = jax.eval_shape(lambda: objective.init_params(spec, jax.random.key(seed)))
     param_sh = tree_shardings(boxed, mesh, rules)
     return None, state_shardings(tx, nn.unbox(boxed), param_sh, mesh)
 
 
 def _make_data(cfg: TrainConfig, per_host: int, p_idx: int, n_proc: int, spec):
-    from lvjax.train.data import TrainIterator
-
     if cfg.data.train_jsonl is None:
         raise ConfigError(f"{cfg.source}: data.train_jsonl is not set")
     if cfg.data.tokenizer is None:
@@ -264,7 +259,5 @@ def _check_vocab(host: dict, vocab: int, cfg: TrainConfig) -> None:
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
-
     # disable=None: off when stderr is not a terminal (no \r lines in logs)
     return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, disable=None)

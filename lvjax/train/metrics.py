@@ -50,7 +50,7 @@ class MetricSink:
             return
         os.makedirs(out_dir, exist_ok=True)
         if tensorboard:
-            try:
+            try:  # optional dependencies, imported only when TensorBoard output is asked for
                 from tensorboardX import SummaryWriter
             except ImportError:
                 try:

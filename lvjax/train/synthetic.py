@@ -8,10 +8,13 @@ special tokens (loadable with `transformers.AutoTokenizer`).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
+import av
 import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 60, 220), "yellow": (230, 220, 30)}
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -19,8 +22,7 @@ SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 def make_tokenizer(out_dir: str, vocab_size: int = 384) -> str:
     """Byte-level BPE (≤ vocab_size ids, specials first: endoftext=0, im_start=1, im_end=2)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast  # heavy: only when a tokenizer is written
 
     os.makedirs(out_dir, exist_ok=True)
     corpus = [
@@ -41,8 +43,6 @@ def make_tokenizer(out_dir: str, vocab_size: int = 384) -> str:
 
 def write_video(path: str, frames: np.ndarray, fps: int = 8, codec: str = "mpeg4") -> None:
     """Encode (T, H, W, 3) uint8 frames with PyAV."""
-    import av
-
     with av.open(path, "w") as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
@@ -94,8 +94,6 @@ def make_video_qa(out_dir: str, n: int = 16, *, size: int = 32, seconds: tuple[i
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m lvjax.train.synthetic",
                                 description="Write a tiny tokenizer and a generated video QA set (train.jsonl + videos).")
     p.add_argument("out", help="output folder (gets tokenizer/ and data/)")

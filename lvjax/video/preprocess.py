@@ -9,6 +9,7 @@ patch-embedding Conv takes; the original's CHW tensor is ``out.transpose(0, 3, 1
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 from lvjax.errors import MediaError, UsageError
 
@@ -29,8 +30,6 @@ def resize_frames(frames: np.ndarray, size: int | tuple[int, int] = 448) -> np.n
     """(T, H, W, 3) uint8 → (T, h, w, 3) uint8 with PIL bicubic, size = h = w or (h, w).
 
     Frames already at the size are returned unchanged (PIL's resize is the identity there)."""
-    from PIL import Image
-
     frames = _check_frames(frames)
     h, w = _hw(size)
     if frames.shape[1:3] == (h, w):

@@ -9,6 +9,7 @@ from lvjax.convert.llm import llm_rules
 from lvjax.families.base import Family
 from lvjax.families.registry import register
 from lvjax.losses import token_ce
+from lvjax.models import llm
 from lvjax.models.qwen2 import Qwen2
 
 __all__ = ["FAMILY"]
@@ -42,8 +43,9 @@ class Qwen2Family(Family):
 
     def loss(self, params, batch, spec):
         ids = jnp.where(batch["input_ids"] < 0, 0, batch["input_ids"])  # text-only: <image> slot → token 0
-        logits = Qwen2(spec.model_cfg).apply({"params": params}, ids, batch["valid"])
-        return token_ce(logits, batch["labels"])
+        cfg = spec.model_cfg
+        hidden = llm.prefill_packed(params, cfg, llm.embed(params, cfg, ids), batch["valid"])
+        return token_ce(llm.head(params, cfg, hidden), batch["labels"])
 
 
 FAMILY = register(Qwen2Family())

@@ -179,15 +179,15 @@ def answer_encoded(model, encoded: Encoded, question: str, *, history: Sequence[
     report.update(visual_tokens=n_valid, prompt_tokens=len(prefix) + n_valid + len(suffix), compression=plan_name)
     t0 = time.perf_counter()
     if question_dependent or use_qc:
-        last, caches, offset = _prefill_whole(model, visual, n_valid, prefix, suffix, plan_drops, gen)
+        last, caches = _prefill_whole(model, visual, n_valid, prefix, suffix, plan_drops, gen)
     else:
-        last, caches, offset = _prefill_reusing(model, encoded, prefix, suffix, plan_drops, gen)
+        last, caches = _prefill_reusing(model, encoded, prefix, suffix, plan_drops, gen)
     last.block_until_ready()
     t1 = time.perf_counter()
     # Tokens each layer attended over in this prefill (padding excluded), read from the stage caches.
     report["layer_seq_len"] = [int(c.valid.sum()) for c in caches for _ in c.k]
     seen = jnp.zeros((1, cfg.llm.vocab_size), bool)  # the original generates from embeddings only
-    tokens, lengths = decode_from_cache(model.params["llm"], last, caches, offset, seen, sample_rng(seed),
+    tokens, lengths = decode_from_cache(model.params["llm"], last, caches, seen, sample_rng(seed),
                                         cfg=cfg.llm, gen=gen)
     tokens = np.asarray(tokens)[0]
     report.update(seconds_prefill=round(t1 - t0, 4), seconds_decode=round(time.perf_counter() - t1, 4),
@@ -203,7 +203,7 @@ def _prefill_whole(model, visual, n_valid, prefix, suffix, plan_drops, gen):
     pad_span = _static_pad_span(cfg, len(prefix) + n_valid, len(prefix) + n_slots + n_suffix - len(suffix), ids.shape[1])
     last, caches = prefill_cache(model.params["llm"], x, jnp.asarray(valid), cfg=cfg.llm, max_new=gen.max_new_tokens,
                                  drops=plan_drops, visual_start=len(prefix), n_visual=n_slots, pad_span=pad_span)
-    return last, caches, 0
+    return last, caches
 
 
 def _prefill_reusing(model, encoded, prefix, suffix, plan_drops, gen):
@@ -226,8 +226,7 @@ def _prefill_reusing(model, encoded, prefix, suffix, plan_drops, gen):
     valid = np.zeros((1, n_suffix), bool)
     ids[0, n_suffix - len(suffix):], valid[0, n_suffix - len(suffix):] = suffix, True
     x = _embed(model.params["llm"], jnp.asarray(ids), cfg=cfg.llm)
-    last, caches = extend_cache(model.params["llm"], caches, x, jnp.asarray(valid), 0, cfg=cfg.llm)
-    return last, caches, n_suffix
+    return extend_cache(model.params["llm"], caches, x, jnp.asarray(valid), cfg=cfg.llm)
 
 
 def _static_pad_span(cfg, start: int, stop: int, length: int) -> tuple[int, int] | None:
