@@ -7,7 +7,13 @@ import json
 import sys
 
 from lvjax import QCCompConfig, api  # QC-Comp: the `qc=` option lvjax exports
-from lvjax.cli_args import EXIT_CODES, MESH_HELP, nonnegative_int, positive_float, positive_int
+from lvjax.cli_args import (
+    EXIT_CODES,
+    MESH_HELP,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
 from lvjax.config import ConfigError
 from lvjax.errors import UsageError
 from lvjax.model import check_text

@@ -39,6 +39,7 @@ from lvjax.shipped import ASSETS, NAMES
 from lvjax.testing.tiny import build_tiny_tokenizer
 from lvjax.train.config import load_config
 from lvjax.train.loop import build_spec, train
+
 CONFIGS = {"tiny-base": "tiny_trained.yaml", "tiny": "tiny_trained_xcomp.yaml"}  # stage order
 N_TRAIN, N_VAL, N_TEST = 3000, 100, 200
 VOCAB = 512

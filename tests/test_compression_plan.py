@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-
 import numpy as np
-import torch
 import pytest
+import torch
 
 from lvjax.families.videochat_flash.compression import (
     CompressionPlan,

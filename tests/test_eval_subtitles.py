@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+from test_eval_runner import FrameModel
 
 import lvjax
 from lvjax.cli import main
@@ -16,8 +17,6 @@ from lvjax.config import ConfigError
 from lvjax.eval import runner, subtitles
 from lvjax.eval.synthetic import make_benchmark
 from lvjax.eval.tasks import get_task, load_items
-
-from test_eval_runner import FrameModel
 
 FONT = r'<font color="white" size=".72c">(.*?)</font>'
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from lvjax.caches import KVCache
 from lvjax.convert.table import hf_to_lvjax
 from lvjax.families.video_xl2 import FAMILY, answer_from_embeds, modes, sparse
 from lvjax.families.video_xl2.bilevel import bilevel_plan
-from lvjax.caches import KVCache
 from lvjax.families.video_xl2.runner import prefill
 from lvjax.families.video_xl2.spans import visual_spans
 from lvjax.generate import GenerationConfig

@@ -21,10 +21,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers.image_processing_utils import select_best_resolution as hf_select_best_resolution
+from transformers.image_processing_utils import (
+    select_best_resolution as hf_select_best_resolution,
+)
 from transformers.image_transforms import divide_to_patches as hf_divide_to_patches
 from transformers.image_utils import PILImageResampling
-from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+from transformers.models.llava_next.image_processing_pil_llava_next import (
+    LlavaNextImageProcessorPil,
+)
 
 from lvjax.config import ConfigError
 from lvjax.families.base import Encoded

@@ -25,8 +25,17 @@ import flax.linen as nn
 import jax
 import numpy as np
 from safetensors.numpy import save_file
-from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
-                        trainers)
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 
 from lvjax.convert.table import flatten_paths, lvjax_to_hf
 from lvjax.families import family_for

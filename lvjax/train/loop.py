@@ -34,7 +34,13 @@ from lvjax.train import objective, optim
 from lvjax.train.checkpointing import Checkpointer
 from lvjax.train.config import TrainConfig
 from lvjax.train.data import TrainIterator, pad_frames_to
-from lvjax.train.step import abstract_state, init_state, jit_train_step, make_train_step, state_shardings
+from lvjax.train.step import (
+    abstract_state,
+    init_state,
+    jit_train_step,
+    make_train_step,
+    state_shardings,
+)
 
 TEXT_KEYS = ("input_ids", "labels", "valid")
 VIDEO_KEYS = TEXT_KEYS + ("frames", "frame_valid", "n_frames")

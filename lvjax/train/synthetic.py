@@ -22,7 +22,9 @@ SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 def make_tokenizer(out_dir: str, vocab_size: int = 384) -> str:
     """Byte-level BPE (≤ vocab_size ids, specials first: endoftext=0, im_start=1, im_end=2)."""
-    from transformers import PreTrainedTokenizerFast  # heavy: only when a tokenizer is written
+    from transformers import (
+        PreTrainedTokenizerFast,  # heavy: only when a tokenizer is written
+    )
 
     os.makedirs(out_dir, exist_ok=True)
     corpus = [

@@ -27,7 +27,7 @@ from lvjax.config import ConfigError, LLMConfig
 from lvjax.families.base import Encoded, Family, Sampling, TrainingMedia
 from lvjax.families.registry import register
 from lvjax.families.video_xl import convert
-from lvjax.families.video_xl.config import VideoXLConfig, clip_folder
+from lvjax.families.video_xl.config import VideoXLConfig
 from lvjax.families.video_xl.image import UNIRES_POOL, anyres_crops
 from lvjax.families.video_xl.loss import video_ce
 from lvjax.families.video_xl.memory import (

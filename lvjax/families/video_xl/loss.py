@@ -21,7 +21,13 @@ import jax.numpy as jnp
 
 from lvjax.config import ConfigError
 from lvjax.families.video_xl.config import VideoXLConfig
-from lvjax.families.video_xl.memory import PAD, VST, WindowPlan, extend_text, prefill_video
+from lvjax.families.video_xl.memory import (
+    PAD,
+    VST,
+    WindowPlan,
+    extend_text,
+    prefill_video,
+)
 from lvjax.families.video_xl.vision import encode_pixels
 from lvjax.losses import token_ce
 from lvjax.models import llm as llm_lib

@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 
 from lvjax.attention import attend
+from lvjax.caches import KVCache
 from lvjax.config import LLMConfig
 from lvjax.families.video_xl2.bilevel import BilevelPlan
-from lvjax.caches import KVCache
 from lvjax.generate import GenerationConfig, choose
 from lvjax.models import llm
 from lvjax.models.qwen2 import MLP, RMSNorm, apply_rope, rope_cos_sin
