@@ -13,7 +13,7 @@ from lvjax.models import llm
 from lvjax.models.qwen2 import Qwen2
 
 
-@pytest.mark.parametrize("impl", ["pallas_gpu", pytest.param("pallas_tpu", marks=pytest.mark.heavy)])
+@pytest.mark.parametrize("impl", [pytest.param(i, marks=pytest.mark.heavy) for i in ("pallas_gpu", "pallas_tpu")])
 def test_prefill_with_kernels_equals_dense(impl):
     cfg = LLMConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
                     num_key_value_heads=2)
