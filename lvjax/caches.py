@@ -3,6 +3,7 @@
     KVCache.prefilled(k, v, capacity, valid)   a cache holding a prefill's keys/values
     cache.append(k, v, valid)                  write new rows at `length` (inside jit/while_loop)
     cache.written(k, v, t, valid)              the same, for rows attention layers wrote in place
+    cache.grown(capacity)                      more free slots (Video-XL's memory before the text)
     cache.keep(indices, capacity)              keep a subset of the rows (LP-Comp-style drops)
     cache.compact(pieces, capacity)            replace spans by themselves or their average pool
                                                (Video-XL-2's pooled blocks; summary memories)
@@ -11,7 +12,8 @@ k, v: either arrays stacked over layers (layers, B, capacity, Hkv, D) — Video-
 per-layer (B, Hkv, capacity, D) arrays, heads before slots, which a decode step reads and writes
 in place — VideoChat-Flash, one cache per LP-Comp stage (stages differ in length). Slots are
 axis 2 in both. `length` (int32 scalar) slots are filled; `valid` (B, capacity) bool, when
-given, masks padding slots anywhere (else slots < length are valid).
+given, masks padding slots anywhere (else slots < length are valid). Video-XL's window memory
+[sink | summaries | text] is a stacked cache appended to step by step (`append(..., n=)`).
 
 Families that cache keys *before* RoPE (Video-XL-2's bi-level tree rotates the whole cache with
 positions 0 … len−1 at every call, so slot i is position i) can pool and re-index keys freely.
@@ -83,14 +85,26 @@ class KVCache:
         pad = lambda a: _pad_slots(a, capacity)  # noqa: E731
         return KVCache(jax.tree.map(pad, k), jax.tree.map(pad, v), jnp.int32(n))
 
-    def append(self, k, v, valid: jax.Array | None = None) -> "KVCache":
+    def append(self, k, v, valid: jax.Array | None = None, n: jax.Array | int | None = None) -> "KVCache":
         """Rows k, v of T slots (the cache's form) written at slots [length, length + T); `valid`
-        (B, T) marks the real ones (default all) in a masked cache."""
+        (B, T) marks the real ones (default all) in a masked cache. `n` (≤ T, may be traced): only
+        the first n rows count and `length` advances by n — the rest is scratch the next append
+        overwrites (a step whose kept rows vary in number under one static shape)."""
         def at(buf, new):
             return jax.lax.dynamic_update_slice_in_dim(buf, new.astype(buf.dtype), self.length, axis=2)
 
         t = jax.tree.leaves(k)[0].shape[2]
+        if n is not None:
+            if self.valid is not None:
+                raise ValueError("append(n=...) counts rows by length: not for a cache with padding slots (valid)")
+            return KVCache(jax.tree.map(at, self.k, k), jax.tree.map(at, self.v, v), self.length + jnp.int32(n))
         return self.written(jax.tree.map(at, self.k, k), jax.tree.map(at, self.v, v), t, valid)
+
+    def grown(self, capacity: int) -> "KVCache":
+        """The same cache with room for `capacity` ≥ `self.capacity` slots (new slots empty)."""
+        pad = lambda a: _pad_slots(a, capacity)  # noqa: E731
+        return KVCache(jax.tree.map(pad, self.k), jax.tree.map(pad, self.v), self.length,
+                       None if self.valid is None else pad(self.valid))
 
     def written(self, k, v, t: int, valid: jax.Array | None = None) -> "KVCache":
         """This cache once `t` new rows sit at slots [length, length + t) of the buffers k, v (written

@@ -24,6 +24,21 @@ def test_append_writes_at_the_fill_length():
     np.testing.assert_array_equal(np.asarray(out.v)[:, :, 10:13], new_v)
 
 
+def test_append_counting_n_rows_then_grown():
+    """A step keeps n of its T rows (Video-XL's windows): length advances by n and the next append
+    overwrites the scratch rows; grown pads empty slots and keeps what is filled."""
+    rng = np.random.default_rng(3)
+    k, v, cache = _cache(rng)
+    a_k, a_v, b_k, b_v = rng.normal(size=(4, 2, 1, 4, 2, 4)).astype(np.float32)
+    out = cache.append(jnp.asarray(a_k), jnp.asarray(a_v), n=jnp.int32(1))
+    out = out.append(jnp.asarray(b_k[:, :, :2]), jnp.asarray(b_v[:, :, :2]), n=2).grown(24)
+    assert int(out.length) == 13 and out.capacity == 24
+    np.testing.assert_array_equal(np.asarray(out.k)[:, :, :13], np.concatenate([k, a_k[:, :, :1], b_k[:, :, :2]], 2))
+    np.testing.assert_array_equal(np.asarray(out.v)[:, :, 11:13], b_v[:, :, :2])
+    np.testing.assert_array_equal(np.asarray(out.v)[:, :, 13], a_v[:, :, 3])  # scratch of the first step
+    assert not np.asarray(out.k)[:, :, 16:].any()
+
+
 def test_keep_subset_in_order():
     rng = np.random.default_rng(1)
     k, v, cache = _cache(rng)

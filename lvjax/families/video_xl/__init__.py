@@ -61,7 +61,7 @@ def window_plan(cfg: VideoXLConfig, n_visual: int, compression_ratio: int | None
 
 
 def prefill_memory(params: dict, cfg: VideoXLConfig, prefix: Sequence[int], visual: jax.Array, plan: WindowPlan):
-    """[prefix | video windows] → (Memory, memory length seen by each window)."""
+    """[prefix | video windows] → (memory cache, memory length seen by each window)."""
     src, rows, n_vst = plan.arrays()
     return prefill_video(params["llm"], jnp.asarray([prefix], jnp.int32), visual, jnp.asarray(src), jnp.asarray(rows),
                          jnp.asarray(n_vst), cfg=cfg.llm, beacon=cfg.beacon_param)

@@ -13,8 +13,8 @@ L of them, so memory slot s is always at position s and a step row j at mem_len 
 visual window only its VST rows' K/V join the memory; prefix and text rows all do. VST rows
 use the `beacon_{q,k,v}_proj` weights (`qwen2.Attention.project`), everything else is shared.
 
-Here every step is one call of `run_step` on a fixed-size `Memory` buffer (slot = position,
-`length` slots filled): it appends the step rows listed in `keep` at `length`. The visual
+Here every step is one call of `run_step` on a fixed-size memory (a stacked `lvjax.caches.KVCache`,
+slot = position, `length` slots filled): it appends the step rows listed in `keep` at `length`. The visual
 windows run as one `lax.scan` over windows padded to one static length (see `WindowPlan`), so
 memory and compile time do not grow with the number of windows beyond the summaries kept.
 The ratio of each window is data, so `step-random` mixes compile once. Attention reads the
@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lvjax.caches import KVCache
 from lvjax.config import LLMConfig
 from lvjax.generate import GenerationConfig, choose
 from lvjax.models import llm as llm_lib
@@ -112,33 +113,16 @@ class WindowPlan:
 # ----------------------------------------------------------------------------- the memory buffer
 
 
-@dataclasses.dataclass(frozen=True)
-class Memory:
-    """Pre-RoPE keys/values k, v (layers, B, M, Hkv, hd) of slots [0, length) (slot = RoPE position)."""
-
-    k: jax.Array
-    v: jax.Array
-    length: jax.Array  # int32 scalar
-
-    @classmethod
-    def empty(cls, cfg: LLMConfig, batch: int, size: int) -> "Memory":
-        """A buffer of at least `size` slots (rounded up to a multiple of MEMORY_CHUNK)."""
-        shape = (cfg.num_hidden_layers, batch, _round(size), cfg.num_key_value_heads, cfg.head_dim)
-        z = jnp.zeros(shape, jnp.dtype(cfg.dtype))
-        return cls(z, z, jnp.int32(0))
-
-    def grow(self, extra: int) -> "Memory":
-        """The same memory with at least `extra` more free slots."""
-        size = self.k.shape[2]
-        pad = [(0, 0), (0, 0), (0, _round(size + extra) - size), (0, 0), (0, 0)]
-        return Memory(jnp.pad(self.k, pad), jnp.pad(self.v, pad), self.length)
+def empty_memory(cfg: LLMConfig, batch: int, size: int) -> KVCache:
+    """Pre-RoPE keys/values (layers, B, M, Hkv, hd), M = `size` rounded up to a multiple of
+    MEMORY_CHUNK, none filled; slot = RoPE position."""
+    shape = (cfg.num_hidden_layers, batch, _round(size), cfg.num_key_value_heads, cfg.head_dim)
+    z = jnp.zeros(shape, jnp.dtype(cfg.dtype))
+    return KVCache(z, z, jnp.int32(0))
 
 
 def _round(size: int) -> int:
     return -(-size // MEMORY_CHUNK) * MEMORY_CHUNK
-
-
-jax.tree_util.register_pytree_node(Memory, lambda m: ((m.k, m.v, m.length), None), lambda _, c: Memory(*c))
 
 
 # ----------------------------------------------------------------------------- modules
@@ -222,7 +206,7 @@ def init_llm(cfg: LLMConfig, beacon: tuple[str, ...], key: jax.Array) -> dict:
     k1, k2, k3 = jax.random.split(key, 3)
     base = Qwen2(cfg).init(k1, jnp.zeros((1, 1), jnp.int32))["params"]
     x = jnp.zeros((1, 1, cfg.hidden_size), jnp.dtype(cfg.dtype))
-    mem = Memory.empty(cfg, 1, 1)
+    mem = empty_memory(cfg, 1, 1)
     rope = rope_cos_sin(jnp.zeros((1, 1), jnp.int32), cfg)
     layers = _stack(cfg, beacon).init(k2, x, (mem.k, mem.v), mem.length, rope, jnp.ones((1, 1, 1), bool),
                                       jnp.zeros((1, 1), jnp.int32))["params"]
@@ -234,8 +218,8 @@ def init_llm(cfg: LLMConfig, beacon: tuple[str, ...], key: jax.Array) -> dict:
 # ----------------------------------------------------------------------------- steps
 
 
-def run_step(params: dict, cfg: LLMConfig, beacon: tuple[str, ...], mem: Memory, x: jax.Array, valid: jax.Array,
-             keep: jax.Array, n_keep, vst_rows: jax.Array | None = None) -> tuple[jax.Array, Memory]:
+def run_step(params: dict, cfg: LLMConfig, beacon: tuple[str, ...], mem: KVCache, x: jax.Array, valid: jax.Array,
+             keep: jax.Array, n_keep, vst_rows: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
     """One step: x (B, L, D) at positions length + arange(L) over [memory | step], then append.
 
     valid (B, L): real rows (padding is never attended to). keep (m,) int: the step rows whose
@@ -248,9 +232,7 @@ def run_step(params: dict, cfg: LLMConfig, beacon: tuple[str, ...], mem: Memory,
     x, (k, v) = _stack(cfg, beacon).apply({"params": params["layers"]}, x, (mem.k, mem.v), mem.length, rope_step, causal,
                                           vst_rows)
     keep = jnp.minimum(keep, t - 1)
-    new_k = jax.lax.dynamic_update_slice_in_dim(mem.k, jnp.take(k, keep, axis=2).astype(mem.k.dtype), mem.length, 2)
-    new_v = jax.lax.dynamic_update_slice_in_dim(mem.v, jnp.take(v, keep, axis=2).astype(mem.v.dtype), mem.length, 2)
-    return x, Memory(new_k, new_v, mem.length + jnp.int32(n_keep))
+    return x, mem.append(jnp.take(k, keep, axis=2), jnp.take(v, keep, axis=2), n=n_keep)
 
 
 def window_embeds(params: dict, features: jax.Array, src: jax.Array) -> jax.Array:
@@ -262,7 +244,7 @@ def window_embeds(params: dict, features: jax.Array, src: jax.Array) -> jax.Arra
 
 @functools.partial(jax.jit, static_argnames=("cfg", "beacon"))
 def prefill_video(params: dict, prefix_ids: jax.Array, features: jax.Array, src: jax.Array, vst_rows: jax.Array,
-                  n_vst: jax.Array, *, cfg: LLMConfig, beacon: tuple[str, ...]) -> tuple[Memory, jax.Array]:
+                  n_vst: jax.Array, *, cfg: LLMConfig, beacon: tuple[str, ...]) -> tuple[KVCache, jax.Array]:
     """The prompt up to the end of the video → memory [sink | VSTs].
 
     prefix_ids (1, S0): tokens before `<image>`; features (N, D) visual tokens; src, vst_rows,
@@ -270,7 +252,7 @@ def prefill_video(params: dict, prefix_ids: jax.Array, features: jax.Array, src:
     memory length seen by each window (n_windows,)).
     """
     s0 = prefix_ids.shape[1]
-    mem = Memory.empty(cfg, 1, s0 + src.shape[0] * vst_rows.shape[1])
+    mem = empty_memory(cfg, 1, s0 + src.shape[0] * vst_rows.shape[1])
     x = llm_lib.embed(params, cfg, prefix_ids)
     _, mem = run_step(params, cfg, beacon, mem, x, jnp.ones((1, s0), bool), jnp.arange(s0), s0)
 
@@ -284,8 +266,8 @@ def prefill_video(params: dict, prefix_ids: jax.Array, features: jax.Array, src:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "beacon", "room"))
-def extend_text(params: dict, mem: Memory, ids: jax.Array, n: jax.Array, *, cfg: LLMConfig, beacon: tuple[str, ...],
-                room: int) -> tuple[jax.Array, Memory]:
+def extend_text(params: dict, mem: KVCache, ids: jax.Array, n: jax.Array, *, cfg: LLMConfig, beacon: tuple[str, ...],
+                room: int) -> tuple[jax.Array, KVCache]:
     """Text after the video, ids (1, T) of which the first `n` are real, in one step (the original's
     chunks of ≤ beacon_window rows compute the same function: each chunk's raw K/V joins the memory).
 
@@ -293,11 +275,11 @@ def extend_text(params: dict, mem: Memory, ids: jax.Array, n: jax.Array, *, cfg:
     """
     t = ids.shape[1]
     x = llm_lib.embed(params, cfg, ids)
-    return run_step(params, cfg, beacon, mem.grow(t + room), x, (jnp.arange(t) < n)[None], jnp.arange(t), n)
+    return run_step(params, cfg, beacon, mem.grown(_round(mem.capacity + t + room)), x, (jnp.arange(t) < n)[None], jnp.arange(t), n)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "beacon", "gen", "keep_logits"))
-def decode(params: dict, mem: Memory, last_hidden: jax.Array, seen: jax.Array, rng: jax.Array, *, cfg: LLMConfig,
+def decode(params: dict, mem: KVCache, last_hidden: jax.Array, seen: jax.Array, rng: jax.Array, *, cfg: LLMConfig,
            beacon: tuple[str, ...], gen: GenerationConfig, keep_logits: bool = False):
     """Pick from last_hidden (1, D), then one step per token (position = memory length) in a while_loop.
 
