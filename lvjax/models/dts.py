@@ -40,10 +40,11 @@ def _norm(name: str, dtype, param_dtype) -> nn.GroupNorm:
                         name=name)
 
 
-def _dense(features: int, name: str, dtype, param_dtype, zero: bool = False) -> nn.Dense:
+def dense(features: int, name: str, dtype, param_dtype, zero: bool = False) -> nn.Dense:
+    """A Dense (torch Linear) with logical axes (embed, mlp); zero-initialised when `zero`."""
     init = nn.initializers.zeros if zero else nn.initializers.lecun_normal()
-    return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, kernel_init=P(init, ("embed", "mlp")),
-                    bias_init=P(nn.initializers.zeros, ("mlp",)), name=name)
+    return nn.Dense(features, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype),
+                    kernel_init=P(init, ("embed", "mlp")), bias_init=P(nn.initializers.zeros, ("mlp",)), name=name)
 
 
 class AttnBlock3D(nn.Module):
@@ -57,9 +58,9 @@ class AttnBlock3D(nn.Module):
         g, t, h, w, c = x.shape
         dt, pdt = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
         y = _norm("norm", dt, pdt)(x)
-        q, k, v = (_dense(c, n, dt, pdt)(y).reshape(g * t, h * w, 1, c) for n in "qkv")
+        q, k, v = (dense(c, n, dt, pdt)(y).reshape(g * t, h * w, 1, c) for n in "qkv")
         out = attend(q, k, v, None, scale=c**-0.5).reshape(g, t, h, w, c)
-        return x + _dense(c, "proj_out", dt, pdt)(out)
+        return x + dense(c, "proj_out", dt, pdt)(out)
 
 
 class RelativePosition(nn.Module):
@@ -94,7 +95,7 @@ class TemporalAttention(nn.Module):
         g, t, h, w, c = x.shape
         dt, pdt = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
         seq = x.transpose(0, 2, 3, 1, 4).reshape(g * h * w, t, c)  # (b h w) t c
-        qkv = _dense(3 * c, "qkv", dt, pdt, zero=True)(_norm("norm", dt, pdt)(seq))
+        qkv = dense(3 * c, "qkv", dt, pdt, zero=True)(_norm("norm", dt, pdt)(seq))
         scale = c**-0.25
         q, k, v = qkv[..., :c] * scale, qkv[..., c:2 * c] * scale, qkv[..., 2 * c:]
         k_rp = RelativePosition(c, self.param_dtype, name="relative_position_k")(t).astype(dt)
@@ -102,7 +103,7 @@ class TemporalAttention(nn.Module):
         logits = jnp.einsum("btc,bsc->bts", q, k) + jnp.einsum("bsc,stc->bts", q, k_rp)
         probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dt)
         out = jnp.einsum("bts,bsc->btc", probs, v) + jnp.einsum("bts,tsc->btc", probs, v_rp)
-        out = _dense(c, "proj_out", dt, pdt, zero=True)(out)
+        out = dense(c, "proj_out", dt, pdt, zero=True)(out)
         return x + out.reshape(g, h, w, t, c).transpose(0, 3, 1, 2, 4)
 
 

@@ -26,18 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-P = nn.with_logical_partitioning
+from lvjax.models.dts import dense
+
 TIME_TOKENS = 10  # per group (the original's `num_query_tokens`)
 GROUP_SIZE = 154  # 10 time rows + 144 visual rows
 HEADS = 4
 ROTARY_BASE = 1e6
 SELECTOR_KEYS = ("text_mlp", "WindowTimeToTokenAttention")  # the selector's parameter subtrees
-
-
-def _dense(features: int, name: str, dtype: str, param_dtype: str) -> nn.Dense:
-    return nn.Dense(features, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype),
-                    kernel_init=P(nn.initializers.lecun_normal(), ("embed", "mlp")),
-                    bias_init=P(nn.initializers.zeros, ("mlp",)), name=name)
 
 
 class WindowTimeToTokenAttention(nn.Module):
@@ -51,7 +46,7 @@ class WindowTimeToTokenAttention(nn.Module):
         n, d = seq.shape
         g, hd = n // GROUP_SIZE, d // HEADS
         groups = seq.reshape(g, GROUP_SIZE, d)
-        proj = lambda name, x: _dense(d, name, self.dtype, self.param_dtype)(x)  # noqa: E731
+        proj = lambda name, x: dense(d, name, self.dtype, self.param_dtype)(x)  # noqa: E731
         times = proj("q_proj", groups[:, :TIME_TOKENS]).reshape(g, TIME_TOKENS, HEADS, hd)
         visual = proj("k_proj", groups[:, TIME_TOKENS:]).reshape(g, -1, HEADS, hd)
         if self.is_initializing():  # stored by the original, never used
@@ -75,7 +70,7 @@ class Selector(nn.Module):
     @nn.compact
     def __call__(self, seq, text_embeds, text_valid=None, visual_valid=None):
         d = seq.shape[-1]
-        text_feat = nn.gelu(_dense(d, "text_mlp", self.dtype, self.param_dtype)(text_embeds), approximate=False)
+        text_feat = nn.gelu(dense(d, "text_mlp", self.dtype, self.param_dtype)(text_embeds), approximate=False)
         wtta = WindowTimeToTokenAttention(self.dtype, self.param_dtype, name="WindowTimeToTokenAttention")(seq)
         visual = wtta.reshape(-1, GROUP_SIZE, d)[:, TIME_TOKENS:].reshape(-1, d)
         raw = jnp.mean(visual @ text_feat.T, axis=-1, where=None if text_valid is None else text_valid[None])
