@@ -119,7 +119,7 @@ GRAD_LAYOUTS = [
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("idx", range(len(GRAD_LAYOUTS)))
+@pytest.mark.parametrize("idx", [0] + [pytest.param(i, marks=pytest.mark.heavy) for i in range(1, len(GRAD_LAYOUTS))])
 def test_gradients_match_reference(backend, idx):
     lay, hkv, group, (bq, bk) = GRAD_LAYOUTS[idx]
     q, k, v = _qkv(idx, 1 + (backend == "gpu"), lay.length, hkv * group, hkv, 16)

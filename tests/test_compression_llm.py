@@ -130,7 +130,14 @@ def test_lp_comp_matches_original(models, ref):
     logits = np.asarray(llm.head(params, cfg, h))[0]
     assert logits.shape == ref["L4/lp/logits"].shape
     assert np.abs(logits - ref["L4/lp/logits"]).max() <= 1e-4  # measured 4.1e-5 (fp32)
-    # (the eval-style tokens, with the 1.1 repetition penalty, are checked through the API in test_videochat_flash)
+
+
+@pytest.mark.heavy  # CI time; the eval-style LP-Comp tokens are checked through the API in test_videochat_flash
+def test_lp_comp_greedy_tokens_match_original(models, ref):
+    cfg, params, _ = models
+    drops = drops_for_plan(build_plan("xcomp_cosine", 28), cfg, NV)
+    x = jnp.asarray(ref["L4/inputs_embeds"])[None]
+    valid = jnp.ones(x.shape[:2], bool)
     gen = GenerationConfig(max_new_tokens=8, eos_token_ids=(1019, 1017), pad_token_id=1017)
     toks = generate_from_embeds(params, x, valid, jnp.zeros((1, cfg.vocab_size), bool), jax.random.key(0), cfg=cfg,
                                 gen=gen, drops=drops, visual_start=V0, n_visual=NV)[0]

@@ -80,6 +80,7 @@ def test_text_loss_on_the_layout_path_equals_dense(choices):
     _assert_close(blockwise, dense)
 
 
+@pytest.mark.heavy  # CI time: the text loss test covers the packed layout path
 def test_video_loss_on_the_layout_path_equals_dense(choices):
     family = family_by_name("videochat_flash")
     cfg = family.config_from_hf(VIDEO_HF, "test")

@@ -63,7 +63,8 @@ def test_answer_matches_original_eval(model, encoded, ref, compression, key):
     assert again == text
 
 
-@pytest.mark.parametrize("compression", ["none", pytest.param("xcomp_cosine", marks=pytest.mark.heavy)])
+@pytest.mark.heavy  # CI time
+@pytest.mark.parametrize("compression", ["none", "xcomp_cosine"])
 def test_jitted_answer_equals_unjitted_steps(model, encoded, compression):
     """The jitted path against the same functions run op by op (jax.disable_jit: Python decode loop)."""
     fresh = _encoded(encoded.visual)
