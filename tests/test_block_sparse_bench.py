@@ -33,7 +33,7 @@ def test_bench_cpu_counts(tmp_path):
     assert big["visited"] <= 5 * small["visited"]
 
 
-@pytest.mark.heavy  # CI time: see the Makefile's test target
+@pytest.mark.heavy  # CI time (20-minute budget); `make test-all` runs it
 def test_bench_timing_path_interpret(tmp_path):
     """The accelerator timing code runs (interpret mode, tiny sizes) and counts FLOPs on visited blocks."""
     sys.path.insert(0, str(ROOT / "tools"))

@@ -100,7 +100,7 @@ def test_user_errors_are_one_line(tiny_model, mlvu, tmp_path, capsys):
     assert e.value.code == 2
 
 
-@pytest.mark.heavy  # CI time: see the Makefile's test target
+@pytest.mark.heavy  # CI time (20-minute budget); `make test-all` runs it
 def test_eight_simulated_devices_give_the_same_results(tiny_model, mlvu, mlvu_reference, xla_cache, tmp_path):
     out = str(tmp_path / "dev8.jsonl")
     env = _env(xla_cache, XLA_FLAGS="--xla_force_host_platform_device_count=8")
@@ -176,7 +176,7 @@ def test_every_format_end_to_end(task, tiny_model, xla_cache, tmp_path_factory, 
     assert json.load(open(summary_path(out)))["errors"] == (8 if task == "vnbench" else 2)
 
 
-@pytest.mark.heavy  # CI time: see the Makefile's test target
+@pytest.mark.heavy  # CI time (20-minute budget); `make test-all` runs it
 def test_cli_with_subtitles(tiny_model, xla_cache, tmp_path_factory, tmp_path):
     ann, videos = _bench(tmp_path_factory, "videomme", n=6)
     subs = str(Path(videos).parent / "subtitles")

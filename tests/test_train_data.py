@@ -87,7 +87,7 @@ def test_iterator_resumes_at_exactly_the_next_example(qa):
     assert all(_same(a, b) for a, b in zip(expected, got))
 
 
-@pytest.mark.heavy  # CI time: see the Makefile's test target
+@pytest.mark.heavy  # CI time (20-minute budget); `make test-all` runs it
 def test_worker_processes_give_the_same_stream_and_resume(qa):
     ref = TrainIterator(_data(qa), 2)
     ref_batches = [next(ref) for _ in range(4)]

@@ -29,7 +29,7 @@ def _cfg(qa, out, *extra, name="tiny_text"):
     return load_config(str(CONFIGS / f"{name}.yaml"), [*qa, f"train.output_dir={out}", "train.progress=false", *extra])
 
 
-@pytest.mark.heavy  # CI time: see the Makefile's test target
+@pytest.mark.heavy  # CI time (20-minute budget); `make test-all` runs it
 def test_tiny_xcomp_twin_learns_on_video_and_frozen_vision_stays_bit_identical(qa, tmp_path):
     """xcomp_2b_tiny: frames → ViT (frozen) → ToMe → projector → LLM with LP-Comp, 30 steps."""
     cfg = _cfg(qa, tmp_path / "run", name="xcomp_2b_tiny")
