@@ -50,7 +50,8 @@ def test_prompt_and_splice_match_original(model, ref):
     np.testing.assert_array_equal(np.asarray(x)[0], ref["L4/inputs_embeds"])
 
 
-@pytest.mark.parametrize("compression,key", [("none", "L4/base/evalstyle_ids"), ("xcomp_cosine", "L4/lp/evalstyle_ids")])
+@pytest.mark.parametrize("compression,key", [  # the base ids are also checked in test_fixture_llm (CI)
+    pytest.param("none", "L4/base/evalstyle_ids", marks=pytest.mark.heavy), ("xcomp_cosine", "L4/lp/evalstyle_ids")])
 def test_answer_matches_original_eval(model, encoded, ref, compression, key):
     text, report = model.answer_encoded(encoded, QUESTION, compression=compression, max_new_tokens=8)
     want = [int(t) for t in ref[key]]
@@ -155,6 +156,7 @@ def test_frame_count_padded_to_clip_length(model):
     assert len(padded) == 8 and (padded[6] == frames[5]).all() and (padded[7] == frames[5]).all()
 
 
+@pytest.mark.heavy  # CI time (20-minute budget); `make test-all` runs it
 def test_single_image_path(model, tmp_path):
     from PIL import Image
 
