@@ -6,15 +6,21 @@ mask boolean broadcastable to (B, T, S) (True = may attend). Rows with no allowe
 `attend(q, k, v, layout=...)` takes a block-sparse layout (kernels_pallas.block_sparse) and
 chooses the implementation (`choose_impl`, docs/kernels.md): the Pallas kernels on TPU/GPU,
 blockwise XLA attention for long sequences elsewhere, the dense masked path for short ones.
+Under a mesh with a `sequence` axis the kernels run sequence-parallel (`query_split`).
 """
 
 from __future__ import annotations
+
+import functools
+import math
 
 import jax
 import jax.numpy as jnp
 
 from kernels_pallas.block_sparse.api import block_sparse_attention
 from kernels_pallas.block_sparse.blockwise import blockwise_attention
+from kernels_pallas.block_sparse.sharded import split_queries
+from lvjax.sharding import BATCH_AXES, SEQUENCE_AXIS, TENSOR_AXIS
 
 _NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
 
@@ -132,6 +138,27 @@ def choose_impl(impl: str, tq: int, s: int, head_dim: int, *, layout=None, mask=
     return "dense" if tq * s <= DENSE_MAX_SCORES else "blockwise"
 
 
+def query_split(batch: int, kv_heads: int) -> dict | None:
+    """How the block-sparse kernels split their queries under the mesh set by `jax.set_mesh`
+    (`sharded.split_queries` arguments), or None (the whole attention on every device).
+
+    Split when the mesh has a `sequence` axis of n > 1 devices and no axis is manual yet (inside a
+    shard_map the caller has split): queries on `sequence`, as `activation_length` splits the
+    hidden states; the batch on the data / fsdp axes when their product divides it, heads on
+    `tensor` when it divides Hkv (as the q/k/v projections leave them); other axes replicate.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.manual_axes or mesh.shape.get(SEQUENCE_AXIS, 1) == 1:
+        return None
+
+    def axes(names, size):
+        names = tuple(a for a in names if mesh.shape.get(a, 1) > 1)
+        return names if size % math.prod(mesh.shape[a] for a in names) == 0 else ()
+
+    return dict(axis=SEQUENCE_AXIS, count=mesh.shape[SEQUENCE_AXIS], batch_axes=axes(BATCH_AXES, batch),
+                head_axes=axes((TENSOR_AXIS,), kv_heads))
+
+
 def attend(
     q,
     k,
@@ -155,7 +182,8 @@ def attend(
     kernels; on CPU they run interpreted), "pallas_interpret" (the GPU kernel, interpreted).
     `interpret` forces interpret mode for the Pallas kernels. A permuted layout (self-attention only)
     takes q/k/v in original order: the dense path applies its mask by original position, the kernels
-    get q/k/v gathered into the layout's order and the output is put back.
+    get q/k/v gathered into the layout's order and the output is put back. Under a `sequence` mesh
+    axis the kernels each take 1/n of the (gathered) queries and only their blocks (`query_split`).
     """
     b, t, hq, d = q.shape
     s = k.shape[1]
@@ -174,10 +202,13 @@ def attend(
         order, inverse = jnp.asarray(layout.order), jnp.asarray(layout.inverse)
         q, k, v = q[:, order], k[:, order], v[:, order]
     if choice == "blockwise":
-        out = blockwise_attention(q, k, v, layout, scale=scale, q_offset=q_offset)[0]
+        kernel = functools.partial(blockwise_attention, layout=layout, scale=scale)
     else:
         interpret = interpret or choice == "pallas_interpret" or jax.default_backend() == "cpu"
         backend = "tpu" if choice == "pallas_tpu" else "gpu"
-        out = block_sparse_attention(q, k, v, layout, scale=scale, backend=backend, interpret=interpret,
-                                     q_offset=q_offset)[0]
+        kernel = functools.partial(block_sparse_attention, layout=layout, scale=scale, backend=backend,
+                                   interpret=interpret)
+    split = query_split(b, k.shape[2])
+    out = (kernel(q, k, v, q_offset=q_offset) if split is None
+           else split_queries(kernel, q, k, v, q_offset=q_offset, **split))[0]
     return out[:, inverse] if layout.permuted else out

@@ -26,6 +26,7 @@ from lvjax.config import ConfigError
 
 AXES = ("data", "fsdp", "tensor", "sequence")
 BATCH_AXES = ("data", "fsdp")
+TENSOR_AXIS, SEQUENCE_AXIS = "tensor", "sequence"
 
 # logical name → mesh axes. Parameters: embed, mlp, heads, kv_heads, vocab, norm, layers.
 # Activations: activation_batch/length/embed (LLM hidden states and queries), activation_kv_length

@@ -252,7 +252,8 @@ def classify_blocks(layout: Layout, block_q: int, block_kv: int, q_len: int, kv_
 def block_info(layout: Layout, block_q: int, block_kv: int, q_len: int | None = None, kv_len: int | None = None,
                q_start: int = 0) -> BlockInfo:
     """Cached metadata for `layout` padded to multiples of (block_q, block_kv), the queries being
-    the q_len layout positions from q_start (rows past the layout are padding).
+    the q_len layout positions from q_start (rows past the layout are padding; all of them may be,
+    as on the last devices of a short query axis split over many, `split_tables`).
 
     q_len / kv_len default to the rest of the layout from q_start / the layout length, rounded
     up to the block size.
@@ -260,7 +261,7 @@ def block_info(layout: Layout, block_q: int, block_kv: int, q_len: int | None = 
     n = layout.length
     q_len = -(-(n - q_start) // block_q) * block_q if q_len is None else q_len
     kv_len = -(-n // block_kv) * block_kv if kv_len is None else kv_len
-    if not 0 <= q_start < max(n, 1) or q_len <= 0 or q_len % block_q or kv_len % block_kv or kv_len < n:
+    if q_start < 0 or q_len <= 0 or q_len % block_q or kv_len % block_kv or kv_len < n:
         raise ValueError(f"bad padded lengths {q_len} (queries from {q_start}), {kv_len} for {n} tokens and blocks "
                          f"{block_q}, {block_kv}")
     kind = classify_blocks(layout, block_q, block_kv, q_len, kv_len, q_start)
@@ -272,6 +273,57 @@ def block_info(layout: Layout, block_q: int, block_kv: int, q_len: int | None = 
     for a in arrs.values():
         a.setflags(write=False)
     return BlockInfo(block_q, block_kv, q_len, kv_len, q_start, **arrs)
+
+
+TABLES = ("steps", "steps_t", "kv_ptr", "kv_col", "kv_col_partial", "q_ptr", "q_col", "q_col_partial")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SplitTables:
+    """Block metadata of a query axis split into `len(infos)` slices of `rows` rows each.
+
+    infos[i]: `block_info` of slice i, the queries at layout positions q_start + i·rows + [0, q_len)
+    (q_len: `rows` rounded up to block_q), so slice i visits only its own blocks.
+    stacked[name] (name in TABLES): (n_slices, width) int32, row i = infos[i].<name> padded to the
+    longest (width ≥ 1). Step words are padded with no-op steps: the slice's last word with only
+    SKIP set (same blocks, so nothing is loaded; nothing initialised, accumulated or finalised —
+    the forward rewrites its row unchanged, the backward adds exact zeros); CSR columns with zeros
+    past the row pointers' end (never read). Pointer arrays have the same length in every slice.
+    """
+
+    infos: tuple[BlockInfo, ...]
+    stacked: dict
+
+    @property
+    def visited(self) -> list[int]:
+        """Visited (non-empty) blocks per slice."""
+        return [i.num_visited for i in self.infos]
+
+
+def _pad_rows(rows: list[np.ndarray], fill: list[np.ndarray]) -> np.ndarray:
+    width = max(1, max(len(r) for r in rows))
+    out = np.stack([np.concatenate([r, np.repeat(f, width - len(r))]) for r, f in zip(rows, fill)]).astype(np.int32)
+    out.setflags(write=False)
+    return out
+
+
+def _no_op(words: np.ndarray) -> np.ndarray:
+    """The padding word of a step list: its last step with the flags replaced by SKIP."""
+    return (words[-1:] & ~np.int32(15)) | STEP_SKIP if len(words) else np.array([STEP_SKIP], np.int32)
+
+
+@functools.lru_cache(maxsize=64)
+def split_tables(layout: Layout, block_q: int, block_kv: int, rows: int, n_slices: int, q_start: int = 0) -> SplitTables:
+    """Cached `SplitTables` of the queries q_start + [0, n_slices·rows) cut into n_slices slices of
+    `rows` rows (one per device of a sequence-split query axis; keys: the whole layout)."""
+    q_len = -(-rows // block_q) * block_q
+    infos = tuple(block_info(layout, block_q, block_kv, q_len=q_len, q_start=q_start + i * rows)
+                  for i in range(n_slices))
+    zero = np.zeros(1, np.int32)
+    stacked = {name: _pad_rows([getattr(i, name) for i in infos],
+                               [_no_op(getattr(i, name)) if name.startswith("steps") else zero for i in infos])
+               for name in TABLES}
+    return SplitTables(infos, stacked)
 
 
 def brute_force_kinds(mask: np.ndarray, block_q: int, block_kv: int) -> np.ndarray:

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .api import _Config, _to_kernel, layout_ids, make_config
+from .api import QuerySplit, _Config, _to_kernel, layout_ids, make_config
 from .block_info import STEP_FIRST, STEP_PARTIAL, STEP_SKIP, unpack_step
 from .layout import Layout
 from .tpu import block_mask
@@ -44,8 +44,7 @@ def _block_logits(cfg: _Config, q, k, q_ids, kv_ids, row, col, flags):
 
 def _forward(q, k, v, cfg: _Config):
     """q (B,Hkv,G,q_len,D), k/v (B,Hkv,kv_len,D) → out (same as q, fp32), lse (B,Hkv,G,q_len)."""
-    info = cfg.info
-    q_ids, kv_ids = layout_ids(info, cfg.layout)
+    q_ids, kv_ids = layout_ids(cfg)
     bq = cfg.block_q
     row_shape = q.shape[:3] + (bq,)
 
@@ -73,15 +72,14 @@ def _forward(q, k, v, cfg: _Config):
     init = (jnp.zeros(q.shape, jnp.float32), jnp.full(q.shape[:4], -jnp.inf, jnp.float32),
             jnp.full(row_shape, -jnp.inf, jnp.float32), jnp.zeros(row_shape, jnp.float32),
             jnp.zeros(row_shape + (q.shape[4],), jnp.float32))
-    (out, lse, *_), _ = lax.scan(step, init, jnp.asarray(info.steps))
+    (out, lse, *_), _ = lax.scan(step, init, cfg.table("steps"))
     return out, lse
 
 
 def _backward(q, k, v, do, lse, di, cfg: _Config):
     """Kernel-layout inputs (see `_forward`), do like q, lse / di (B,Hkv,G,q_len) fp32 with
     lse = +inf on rows that see nothing → dq (like q), dk, dv (like k), fp32."""
-    info = cfg.info
-    q_ids, kv_ids = layout_ids(info, cfg.layout)
+    q_ids, kv_ids = layout_ids(cfg)
     bq, bk = cfg.block_q, cfg.block_kv
     col_shape = k.shape[:2] + (bk, k.shape[3])
 
@@ -109,7 +107,7 @@ def _backward(q, k, v, do, lse, di, cfg: _Config):
     zeros = jnp.zeros(col_shape, jnp.float32)
     init = (jnp.zeros(q.shape, jnp.float32), jnp.zeros(k.shape, jnp.float32), jnp.zeros(k.shape, jnp.float32),
             zeros, zeros)
-    (dq, dk, dv, *_), _ = lax.scan(step, init, jnp.asarray(info.steps_t))
+    (dq, dk, dv, *_), _ = lax.scan(step, init, cfg.table("steps_t"))
     return dq, dk, dv
 
 
@@ -162,15 +160,16 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 def blockwise_attention(q, k, v, layout: Layout, *, scale: float | None = None, block_q: int | None = None,
-                        block_kv: int | None = None, q_offset: int | None = None):
+                        block_kv: int | None = None, q_offset: int | None = None, split: QuerySplit | None = None):
     """Block-sparse GQA attention following `layout`, in XLA (any backend).
 
     q (B, Tq, Hq, D), k/v (B, S, Hkv, D) with S == layout.length and Hq % Hkv == 0; the
     queries are layout positions q_offset .. q_offset+Tq-1 (default the last Tq). Returns
     (out (B, Tq, Hq, D) in q.dtype, lse (B, Hq, Tq) fp32, -inf on rows that see no key; out
     is 0 there). fp32 softmax and accumulation; differentiable in q, k, v (and through lse)
-    with a blockwise backward.
+    with a blockwise backward. `split`: inside `jax.shard_map`, q is this device's slice of a split
+    query axis (`api.QuerySplit`); the scans then walk only that slice's blocks.
     """
     cfg = make_config(q, k, v, layout, scale=scale, q_offset=q_offset, block_q=block_q or DEFAULT_BLOCKS[0],
-                      block_kv=block_kv or DEFAULT_BLOCKS[1], backend="xla")
+                      block_kv=block_kv or DEFAULT_BLOCKS[1], backend="xla", split=split)
     return _attention(q, k, v, cfg)
