@@ -152,6 +152,26 @@ def test_each_device_visits_only_its_blocks(worker_out):
     assert trips["one"] == [136] and trips["split"] == [max(trips["steps"])] == [58], trips
 
 
+def test_split_tables_are_the_rows_of_one_table():
+    """Host only: slice i's table is rows 4i..4i+3 of the single-device block kinds; the stacked step
+    words are its own, then no-op steps (the last word with only SKIP set)."""
+    import numpy as np
+
+    from kernels_pallas.block_sparse.block_info import STEP_SKIP, block_info, split_tables
+
+    lay = _cases()["chunk_sparse_gathered"][0]
+    one = block_info(lay, COUNT_BLOCKS, COUNT_BLOCKS)
+    split = split_tables(lay, COUNT_BLOCKS, COUNT_BLOCKS, 64, 4)
+    steps = split.stacked["steps"]
+    assert steps.shape == (4, max(len(i.steps) for i in split.infos))
+    for i, info in enumerate(split.infos):
+        np.testing.assert_array_equal(info.kind, one.kind[4 * i: 4 * i + 4])
+        n = len(info.steps)
+        np.testing.assert_array_equal(steps[i, :n], info.steps)
+        np.testing.assert_array_equal(steps[i, n:], (info.steps[-1] & ~15) | STEP_SKIP)
+        np.testing.assert_array_equal(split.stacked["kv_ptr"][i], info.kv_ptr)
+
+
 def test_llm_sequence_parallel_prefill_on_blockwise(worker_out):
     assert worker_out["llm"]["per_device_rows"], worker_out["llm"]
     assert worker_out["llm"]["max_diff"] <= TOL, worker_out["llm"]

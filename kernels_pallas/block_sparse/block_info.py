@@ -308,8 +308,9 @@ def _pad_rows(rows: list[np.ndarray], fill: list[np.ndarray]) -> np.ndarray:
 
 
 def _no_op(words: np.ndarray) -> np.ndarray:
-    """The padding word of a step list: its last step with the flags replaced by SKIP."""
-    return (words[-1:] & ~np.int32(15)) | STEP_SKIP if len(words) else np.array([STEP_SKIP], np.int32)
+    """The padding word of a step list (never empty: every row has a step): its last step with the
+    flags replaced by SKIP."""
+    return (words[-1:] & ~np.int32(15)) | STEP_SKIP
 
 
 @functools.lru_cache(maxsize=64)
