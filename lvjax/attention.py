@@ -155,8 +155,8 @@ def query_split(batch: int, kv_heads: int) -> dict | None:
         names = tuple(a for a in names if mesh.shape.get(a, 1) > 1)
         return names if size % math.prod(mesh.shape[a] for a in names) == 0 else ()
 
-    return dict(axis=SEQUENCE_AXIS, count=mesh.shape[SEQUENCE_AXIS], batch_axes=axes(BATCH_AXES, batch),
-                head_axes=axes((TENSOR_AXIS,), kv_heads))
+    return {"axis": SEQUENCE_AXIS, "count": mesh.shape[SEQUENCE_AXIS], "batch_axes": axes(BATCH_AXES, batch),
+            "head_axes": axes((TENSOR_AXIS,), kv_heads)}
 
 
 def attend(

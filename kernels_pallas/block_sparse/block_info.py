@@ -314,7 +314,8 @@ def _no_op(words: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def split_tables(layout: Layout, block_q: int, block_kv: int, rows: int, n_slices: int, q_start: int = 0) -> SplitTables:
+def split_tables(layout: Layout, block_q: int, block_kv: int, rows: int, n_slices: int,
+                 q_start: int = 0) -> SplitTables:
     """Cached `SplitTables` of the queries q_start + [0, n_slices·rows) cut into n_slices slices of
     `rows` rows (one per device of a sequence-split query axis; keys: the whole layout)."""
     q_len = -(-rows // block_q) * block_q

@@ -6,7 +6,9 @@
 device (replicated over `axis`: the caller's all-gather). Tq is zero-padded to n·L, L = ⌈Tq / n⌉;
 device i holds the queries at layout positions q_offset + i·L + [0, L) — rows past the layout are
 padding (they see nothing), rows past Tq are cut from the output. Gradients: dq stays split, and
-the shard_map transpose sums dk / dv over the devices.
+the shard_map transpose sums dk / dv over the devices. `check_vma=False`: the kernels' loop carries
+start from unvarying constants, which the varying-axis check would reject; without it shard_map's
+transpose sums the cotangents of inputs replicated over an axis itself.
 
 Each device visits only the blocks of its own rows: `block_info.split_tables` builds the n tables
 on the host (`block_info` with q_start = q_offset + i·L) and stacks them into (n, width) arrays
