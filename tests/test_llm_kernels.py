@@ -13,7 +13,6 @@ from lvjax.generate import GenerationConfig, decode_from_cache, prefill_cache
 from lvjax.models import llm
 from lvjax.models.qwen2 import Qwen2
 
-
 CFG = LLMConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
                 num_key_value_heads=2)
 P, V, PAD, S = 5, 64, 7, 9  # prefix, visual, padding, question
@@ -32,7 +31,8 @@ def _prompts():
     return params, (gap, gap_valid), (packed, packed_valid)
 
 
-IMPLS = ["blockwise"] + [pytest.param(i, marks=pytest.mark.heavy) for i in ("pallas_interpret", "pallas_gpu", "pallas_tpu")]
+HEAVY_IMPLS = ("pallas_interpret", "pallas_gpu", "pallas_tpu")
+IMPLS = ["blockwise", *(pytest.param(i, marks=pytest.mark.heavy) for i in HEAVY_IMPLS)]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -41,14 +41,14 @@ def test_packed_prefill_with_kernels_equals_dense(impl, plan):
     """The packed prompt through a layout equals the dense masked path over the unpacked one on the
     real rows, through LP-Comp's static drops and attention-scored drops (query: the last real token)."""
     params, (gap, gap_valid), (packed, packed_valid) = _prompts()
-    kw = dict(layers=(1, 2), ratios=(1.0, 0.5, 0.25)) if plan == "attention" else dict(schedule_layers=3)
+    kw = {"layers": (1, 2), "ratios": (1.0, 0.5, 0.25)} if plan == "attention" else {"schedule_layers": 3}
     drops = drops_for_plan(build_plan(plan, 3, **kw), CFG, V)
     prefill = jax.jit(llm.prefill, static_argnames=("cfg", "drops", "visual_start", "n_visual", "packed"))
     dense, dense_valid, *_ = prefill(params, CFG, gap, gap_valid, drops=drops, visual_start=P, n_visual=V)
     kernel, kernel_valid, *_ = prefill(params, CFG.replace(attention_impl=impl), packed, packed_valid,
                                        drops=drops, visual_start=P, n_visual=V, packed=True)
-    dense, kernel = np.asarray(dense)[0][np.asarray(dense_valid)[0]], np.asarray(kernel)[0][np.asarray(kernel_valid)[0]]
-    np.testing.assert_allclose(kernel, dense, atol=1e-5)
+    real = lambda h, v: np.asarray(h)[0][np.asarray(v)[0]]  # noqa: E731
+    np.testing.assert_allclose(real(kernel, kernel_valid), real(dense, dense_valid), atol=1e-5)
 
 
 @pytest.mark.parametrize("impl", IMPLS[:2])  # CI: blockwise (compile-bound on CPU)
