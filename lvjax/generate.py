@@ -127,7 +127,12 @@ def _decode(params, cfg: LLMConfig, gen: GenerationConfig, last_hidden, caches, 
     return tokens, lengths
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "gen", "drops", "visual_start", "n_visual", "pad_span"))
+def _last_hidden(h: jax.Array, valid: jax.Array) -> jax.Array:
+    """The hidden (B, 1, D) at each row's last valid slot of h (B, S, D), `valid` (B, S)."""
+    return jnp.take_along_axis(h, llm.last_valid(valid)[:, None, None], axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "gen", "drops", "visual_start", "n_visual", "packed"))
 def generate_from_embeds(
     params: dict,
     x: jax.Array,
@@ -140,34 +145,36 @@ def generate_from_embeds(
     drops: tuple = (),
     visual_start: int = 0,
     n_visual: int = 0,
-    pad_span=None,
+    packed: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
-    """Generate from prompt embeddings x (B, T, D) whose last slot holds each row's last token.
+    """Generate from prompt embeddings x (B, T, D) whose last valid slot holds each row's last token.
 
     valid (B, T) marks real prompt slots; seen (B, V) bool the tokens the repetition penalty
-    starts from; `pad_span` the static padding (see `llm.prefill`; () for none lets a long
-    prompt use the blockwise / kernel attention). Returns (tokens (B, max_new_tokens) int32,
-    number generated per row (B,)).
+    starts from; `packed`: every row's padding lies behind its tokens (see `llm.prefill`), which
+    lets a long prompt use the blockwise / kernel attention. Returns (tokens (B, max_new_tokens)
+    int32, number generated per row (B,)).
     """
-    h, _, caches, _ = llm.prefill(
+    h, h_valid, caches, _ = llm.prefill(
         params, cfg, x, valid, drops=drops, visual_start=visual_start, n_visual=n_visual, max_new=gen.max_new_tokens,
-        pad_span=pad_span,
+        packed=packed,
     )
-    return _decode(params, cfg, gen, h[:, -1:], caches, seen, rng)
+    return _decode(params, cfg, gen, _last_hidden(h, h_valid), caches, seen, rng)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "max_new", "drops", "visual_start", "n_visual", "pad_span"))
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new", "drops", "visual_start", "n_visual", "packed"))
 def prefill_cache(params, x, valid, *, cfg: LLMConfig, max_new: int, drops: tuple = (), visual_start: int = 0,
-                  n_visual: int = 0, pad_span=None):
-    """Prefill x (B, T, D) into caches with `max_new` free slots. Returns (last hidden (B, 1, D), caches).
+                  n_visual: int = 0, packed: bool = False):
+    """Prefill x (B, T, D) into caches with `max_new` free slots. Returns (hidden (B, 1, D) at each
+    row's last valid slot, caches).
 
-    `pad_span`: the static padding of x (see `llm.prefill`), enabling the attention kernels.
+    `packed`: every row's padding lies behind its tokens (see `llm.prefill`), enabling the
+    attention kernels with one compile for any amount of padding.
     """
-    h, _, caches, _ = llm.prefill(
+    h, h_valid, caches, _ = llm.prefill(
         params, cfg, x, valid, drops=drops, visual_start=visual_start, n_visual=n_visual, max_new=max_new,
-        pad_span=pad_span,
+        packed=packed,
     )
-    return h[:, -1:], caches
+    return _last_hidden(h, h_valid), caches
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))

@@ -1,5 +1,8 @@
 """Frame-count buckets: videos of different lengths in one bucket compile each stage once, same answers."""
 
+import copy
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -35,8 +38,22 @@ def test_frame_bucket_sizes():
     assert all(runner.frame_bucket(n, 8) % 8 == 0 and runner.frame_bucket(n, 8) >= n for n in range(1, 2000, 37))
 
 
-@pytest.mark.parametrize("compression", ["none", pytest.param("xcomp_cosine", marks=pytest.mark.heavy)])
-def test_one_bucket_compiles_once_and_answers_as_unpadded(tiny, compression):
+def _with_impl(model, impl: str):
+    """The model with its LLM attention forced to `impl` (the prefill takes a layout: `llm.use_kernels`)."""
+    if impl == "auto":
+        return model
+    forced = copy.copy(model)
+    forced.config = dataclasses.replace(model.config, llm=model.config.llm.replace(attention_impl=impl))
+    return forced
+
+
+@pytest.mark.parametrize("impl,compression", [
+    ("auto", "none"), ("blockwise", "none"), pytest.param("auto", "xcomp_cosine", marks=pytest.mark.heavy),
+    pytest.param("blockwise", "xcomp_cosine", marks=pytest.mark.heavy),
+    pytest.param("pallas_interpret", "none", marks=pytest.mark.heavy)])
+def test_one_bucket_compiles_once_and_answers_as_unpadded(tiny, impl, compression):
+    """Also on the layout paths: the packed prompt's padding is no part of the static layout."""
+    tiny = _with_impl(tiny, impl)
     rng = np.random.RandomState(0)
     videos = [rng.randint(0, 256, (n, 24, 24, 3), np.uint8) for n in (40, 50, 60)]
     compiles = _Compiles()

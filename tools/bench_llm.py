@@ -73,7 +73,7 @@ def main(argv=None) -> int:
 
     def run(g):
         return generate_from_embeds(model.params, x, valid, seen, key, cfg=cfg, gen=g,
-                                    pad_span=())[0].block_until_ready()  # no padding: blockwise above 2048
+                                    packed=True)[0].block_until_ready()  # no padding: blockwise above 1024
 
     run(gen1), run(gen)  # compile
     jx_prefill = _best(lambda: run(gen1), args.repeats)

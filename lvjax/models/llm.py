@@ -8,9 +8,11 @@ valid slots after every drop, so each stage's KV cache (a `KVCache` of per-layer
 has its own length and positions.
 
 Sequences may hold padding slots anywhere (`valid` False): positions skip them and keys
-there are masked. For generation, prompts are laid out so that their last token is the last
-slot; new tokens are written at each stage cache's `length`, at positions after its valid
-slots.
+there are masked. A row is *packed* when its padding lies behind all its real tokens; then the
+plain causal layout is exact for the real tokens and self-attention can take the block-sparse
+kernels or the blockwise path under one compile for every padding amount. For generation, a
+prompt's last token is its last valid slot (right-aligned or packed rows); new tokens are
+written at each stage cache's `length`, at positions after its valid slots.
 """
 
 from __future__ import annotations
@@ -131,7 +133,8 @@ def use_kernels(cfg: LLMConfig, length: int = 0) -> bool:
 
 
 def causal_layout(length: int, pad_span: tuple[int, int] | tuple[()]):
-    """Causal layout over `length` slots whose only padding is the static span [start, stop)."""
+    """Causal layout over `length` slots whose only padding is the static span [start, stop), if
+    given; without a span it is the plain causal layout that `prefill` uses for packed rows."""
     if not pad_span or pad_span[1] <= pad_span[0]:
         return Layout((Segment(length),))
     start, stop = pad_span
@@ -139,17 +142,10 @@ def causal_layout(length: int, pad_span: tuple[int, int] | tuple[()]):
     return Layout((Segment(start, is_global=True), Segment(stop - start, seq=-1), Segment(length - stop)))
 
 
-def _span_after_drop(span: tuple[int, int], drop: Drop, visual_start: int, n_visual: int) -> tuple[int, int]:
-    """The static padding span after `drop`: it moves left by the dropped tokens before it.
-
-    A span that starts inside the visual block (frame-bucket padding at its end) needs a drop
-    with static indices (`kept_below`), which says how many kept tokens precede it.
-    """
-    start, stop = span
-    dropped = n_visual - drop.n_keep
-    if start >= visual_start + n_visual:
-        return start - dropped, stop - dropped
-    return visual_start + drop.select.kept_below(start - visual_start), stop - dropped
+def last_valid(valid: jax.Array) -> jax.Array:
+    """Each row's last valid slot (B,) int32 of `valid` (B, T): where a prompt's last token sits."""
+    t = valid.shape[1]
+    return (t - 1 - jnp.argmax(valid[:, ::-1], axis=1)).astype(jnp.int32)
 
 
 def _run_stage(params, cfg, x, valid, start, stop, hiddens: list | None, layout=None):
@@ -177,14 +173,16 @@ def prefill(
     max_new: int = 0,
     return_hidden: bool = False,
     query: jax.Array | None = None,
-    pad_span: tuple[int, int] | tuple[()] | None = None,
+    packed: bool = False,
 ):
     """Prefill embeddings x (B, T, D) with padding mask `valid` (B, T).
 
-    `query` (B, T) bool marks the rows attention-based drops score from (default: the last slot).
-    `pad_span` states the padding statically — () none, (start, stop) exactly that span (after the
-    visual block, or from inside it when its tail is frame-bucket padding), None unknown — which lets self-attention use the block-sparse kernels
-    (`use_kernels`); otherwise it is dense with a mask from `valid`.
+    `query` (B, T) bool marks the rows attention-based drops score from (default: each row's last
+    valid slot). `packed` states that every row is packed (padding, if any, behind all its real
+    tokens; see the module docstring), which lets self-attention use the causal block-sparse
+    layout (`use_kernels`); otherwise it is dense with a mask from `valid`. Drops keep rows packed:
+    they shrink the visual block and keep ascending indices. Padded rows' outputs are garbage and
+    their cache slots masked.
 
     Returns (final hidden (B, S_last, D) before the final norm, valid of the last stage,
     per-stage caches (None when max_new == 0), per-layer input hiddens if `return_hidden`).
@@ -192,13 +190,11 @@ def prefill(
     n_layers = cfg.num_hidden_layers
     drops = sorted((d for d in drops if d.after <= n_layers), key=lambda d: d.after)
     if query is None:
-        query = jnp.zeros(valid.shape, bool).at[:, -1].set(True)
+        query = jnp.zeros(valid.shape, bool).at[jnp.arange(valid.shape[0]), last_valid(valid)].set(True)
     caches, hiddens = [], []
     for start, stop, drop in _stages(n_layers, drops):
         if stop > start:
-            layout = None
-            if pad_span is not None and use_kernels(cfg, x.shape[1]):
-                layout = causal_layout(x.shape[1], pad_span)
+            layout = causal_layout(x.shape[1], ()) if packed and use_kernels(cfg, x.shape[1]) else None
             x, kv = _run_stage(params, cfg, x, valid, start, stop, hiddens if return_hidden else None, layout)
             if max_new:
                 caches.append(_stage_cache(kv, valid, x.shape[1] + max_new))
@@ -207,8 +203,6 @@ def prefill(
             next_layer = layer_params(params, min(stop, n_layers - 1))
             keep = drop.select(x, valid, positions_from_valid(valid), query, next_layer, visual_start, n_visual)
             x, valid, query = gather_visual([x, valid, query], keep, visual_start, n_visual)
-            if pad_span:
-                pad_span = _span_after_drop(pad_span, drop, visual_start, n_visual)
             n_visual = drop.n_keep
     return x, valid, (caches if max_new else None), hiddens
 
@@ -230,7 +224,7 @@ def prefill_packed(params: dict, cfg: LLMConfig, x: jax.Array, valid: jax.Array)
     def take(a, idx):
         return jnp.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1)
 
-    hidden = prefill(params, cfg, take(x, order), take(valid, order), pad_span=())[0]
+    hidden = prefill(params, cfg, take(x, order), take(valid, order), packed=True)[0]
     return take(hidden, jnp.argsort(order, axis=1))
 
 

@@ -5,11 +5,12 @@ decode. Frame counts are padded to buckets (`frame_bucket`) and the padded clips
 tokens masked, so answering videos of different lengths compiles each stage once per bucket;
 attention-scored drops (whose kept count depends on the real token count) run unpadded.
 
-Prompt layout (static shapes): one row is
-    [text before <image>] [visual slots: real | bucket padding] [padding] [text after <image>]
-the last token in the last slot. With a plan that does not depend on the question (none,
-suffix/uniform rules) the prefilled [system + video] caches are kept in `Encoded.cache` and a
-new question only runs its own tokens.
+Prompt layout (static shapes), packed (`llm.prefill`): the padding lies behind every real token,
+so the plain causal attention layout is exact and the kernels / blockwise path compile once per
+bucket too. With a plan that does not depend on the question (none, suffix/uniform rules) the
+prefill is [text before <image>] [visual slots: real | bucket padding], its caches (padding
+slots masked) are kept in `Encoded.cache`, and a question then runs only its own tokens; else
+the row is [text before <image>] [visual slots, all real] [text after <image>] [padding].
 """
 
 from __future__ import annotations
@@ -142,14 +143,20 @@ def prompt_ids(tokenizer, question: str, time_msg: str, history: Sequence[tuple[
 
 
 def layout(pad_id: int, prefix: list[int], n_slots: int, n_valid: int, suffix: list[int], pad_to: int):
-    """ids/valid (1, S) = [prefix][n_slots visual, the first n_valid real][padding][suffix right-aligned in pad_to]."""
-    ids = np.full((1, len(prefix) + n_slots + pad_to), pad_id, np.int32)
+    """ids/valid (1, S) = [prefix][n_slots visual, the first n_valid real][suffix][padding to pad_to].
+
+    Packed: the padding lies behind every real token, so bucket padding inside the visual block
+    (n_valid < n_slots) comes with no suffix.
+    """
+    if suffix and n_valid < n_slots:
+        raise ValueError("bucket padding in the visual block is packed only without text after it")
+    v = len(prefix) + n_slots
+    ids = np.full((1, v + pad_to), pad_id, np.int32)
     valid = np.zeros(ids.shape, bool)
     ids[0, : len(prefix)] = prefix
     valid[0, : len(prefix) + n_valid] = True
-    if suffix:
-        ids[0, -len(suffix):] = suffix
-        valid[0, -len(suffix):] = True
+    ids[0, v: v + len(suffix)] = suffix
+    valid[0, v: v + len(suffix)] = True
     return ids, valid
 
 
@@ -200,10 +207,8 @@ def _prefill_whole(model, visual, n_valid, prefix, suffix, plan_drops, gen):
     n_suffix, n_slots = bucket(len(suffix)), int(visual.shape[0])
     ids, valid = layout(model.generation.pad_token_id, prefix, n_slots, n_valid, suffix, n_suffix)
     x = _splice(model.params, jnp.asarray(ids), visual[None], cfg=cfg, visual_start=len(prefix))
-    pad_span = _static_pad_span(cfg, len(prefix) + n_valid, len(prefix) + n_slots + n_suffix - len(suffix), ids.shape[1])
-    last, caches = prefill_cache(model.params["llm"], x, jnp.asarray(valid), cfg=cfg.llm, max_new=gen.max_new_tokens,
-                                 drops=plan_drops, visual_start=len(prefix), n_visual=n_slots, pad_span=pad_span)
-    return last, caches
+    return prefill_cache(model.params["llm"], x, jnp.asarray(valid), cfg=cfg.llm, max_new=gen.max_new_tokens,
+                         drops=plan_drops, visual_start=len(prefix), n_visual=n_slots, packed=True)
 
 
 def _prefill_reusing(model, encoded, prefix, suffix, plan_drops, gen):
@@ -218,8 +223,7 @@ def _prefill_reusing(model, encoded, prefix, suffix, plan_drops, gen):
         x = _splice(model.params, jnp.asarray(ids), visual[None], cfg=cfg, visual_start=len(prefix))
         budget = max(budget, 2 * n_suffix + gen.max_new_tokens)  # room for longer follow-up questions
         _, caches = prefill_cache(model.params["llm"], x, jnp.asarray(valid), cfg=cfg.llm, max_new=budget,
-                                  drops=plan_drops, visual_start=len(prefix), n_visual=n_slots,
-                                  pad_span=_static_pad_span(cfg, len(prefix) + n_valid, len(prefix) + n_slots, ids.shape[1]))
+                                  drops=plan_drops, visual_start=len(prefix), n_visual=n_slots, packed=True)
         encoded.cache[key] = (caches, budget)
     caches = encoded.cache[key][0]
     ids = np.full((1, n_suffix), model.generation.pad_token_id, np.int32)
@@ -227,24 +231,6 @@ def _prefill_reusing(model, encoded, prefix, suffix, plan_drops, gen):
     ids[0, n_suffix - len(suffix):], valid[0, n_suffix - len(suffix):] = suffix, True
     x = _embed(model.params["llm"], jnp.asarray(ids), cfg=cfg.llm)
     return extend_cache(model.params["llm"], caches, x, jnp.asarray(valid), cfg=cfg.llm)
-
-
-def _static_pad_span(cfg, start: int, stop: int, length: int) -> tuple[int, int] | None:
-    """The padding span as a static attention layout — only where a layout is used (`llm.use_kernels`).
-
-    The dense path masks padding from `valid` alone, so there it is None and one compiled
-    prefill serves a whole frame bucket; a layout is static, so with the kernels (GPU/TPU) or
-    the blockwise path the prefill compiles once per real frame count (the ViT still once per
-    bucket). On CPU, prompts up to CPU_BUCKETED_DENSE tokens therefore stay dense (one compile
-    per bucket); longer ones take the blockwise path for its O(S) memory.
-    """
-    cpu = jax.default_backend() not in ("gpu", "tpu") and cfg.llm.attention_impl == "auto"
-    if cpu and length <= CPU_BUCKETED_DENSE:
-        return None
-    return (start, stop) if llm.use_kernels(cfg.llm, length) else None
-
-
-CPU_BUCKETED_DENSE = 8192  # tokens: dense S×S fp32 scores of 4 heads are 1 GiB here
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))

@@ -29,10 +29,6 @@ class KeepStatic:
         idx = jnp.asarray(self.indices, jnp.int32)
         return jnp.broadcast_to(idx, (x.shape[0], idx.shape[0]))
 
-    def kept_below(self, n: int) -> int:
-        """How many kept indices are < n (the kept tokens before a static padding span)."""
-        return sum(i < n for i in self.indices)
-
 
 @dataclasses.dataclass(frozen=True)
 class KeepTopAttention:

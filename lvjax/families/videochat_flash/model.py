@@ -5,9 +5,10 @@ Parameter tree: {"vision": UMT ViT, "projector": MLP, "llm": Qwen2}. The HF keys
 `model.*` / `lm_head.weight` keys (see convert/).
 
 Prompt layout inside the model (static shapes): one row is
-    [text before <image>] [n_visual visual slots] [padding slots] [text after <image>]
-so the visual block sits at the static offset `visual_start` and each row's last token is in
-the last slot (what generation needs). Padding slots are masked and skipped by positions.
+    [text before <image>] [n_visual visual slots] [text after <image>] [padding slots]
+so the visual block sits at the static offset `visual_start`; the padding lies behind every real
+token (packed, see `llm.prefill`; frame-bucket padding ends the visual block of a prompt without
+text after it). Padding slots are masked and skipped by positions.
 """
 
 from __future__ import annotations

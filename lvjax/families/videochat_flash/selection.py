@@ -177,7 +177,7 @@ def chunk_clip_scores(params: dict, x: jax.Array, *, cfg: LLMConfig, drops: tupl
     of the real forward (the scores are read from each layer's input, as the original does).
     """
     _, _, _, hiddens = llm.prefill(params, cfg, x, jnp.ones(x.shape[:2], bool), drops=drops,
-                                   visual_start=visual_start, n_visual=n_visual, return_hidden=True, pad_span=())
+                                   visual_start=visual_start, n_visual=n_visual, return_hidden=True, packed=True)
     n_text = x.shape[1] - n_visual
     scores = []
     for layer, h in enumerate(hiddens):
