@@ -155,6 +155,12 @@ def tree_shardings(boxed_tree, mesh: Mesh, rules) -> Any:
     return nn.logical_to_mesh_sharding(logical_specs(boxed_tree), mesh, rules_tuple(rules))
 
 
+def param_shardings(family, cfg, mesh: Mesh, rules) -> Any:
+    """NamedShardings of a family's parameters under `rules`, as the nested tree is stored (LLM layers
+    stacked): what `lvjax.load` places an HF folder's parameters in and restores a checkpoint's into."""
+    return tree_shardings(jax.eval_shape(lambda: family.init(cfg, jax.random.key(0))), mesh, rules)
+
+
 def batch_sharding(mesh: Mesh, ndim: int, leading: int = 0) -> NamedSharding:
     """Batch arrays: dim `leading` over data × fsdp, the rest replicated."""
     spec = [None] * ndim

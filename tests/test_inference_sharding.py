@@ -6,8 +6,9 @@ LP-Comp drops, `xcomp_cosine`, on the sequence mesh), visual features and text l
 arrays' shards); the loader held one parameter at a time on the host. On the sequence mesh a
 prefill with drops keeps every layer's hidden states split on `sequence`, also at lengths the axis
 does not divide (as XLA placed them: `jax.debug.inspect_array_sharding`), and gathers K/V. The ViT
-runs data-parallel over clips on every axis, its weights whole over tensor / sequence. The work runs
-in subprocesses (XLA_FLAGS must be set before jax initialises).
+runs data-parallel over clips on every axis, its weights whole over tensor / sequence. An lvjax
+checkpoint restores into the shardings the HF-folder load gives. The work runs in subprocesses
+(XLA_FLAGS must be set before jax initialises).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 SEQUENCE_MESH = "tensor=2,sequence=4"
 MESHES = ("data=8", "data=2,tensor=4", SEQUENCE_MESH)
 VISION_MESHES = ("tensor=4,data=2", SEQUENCE_MESH)
+CHECKPOINT_MESH = "tensor=2,data=4"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout's lvjax, not an installed one
 
 
@@ -137,6 +139,66 @@ def _vision_worker() -> None:
     print("RESULT" + json.dumps(out))
 
 
+def _checkpoint_worker() -> None:
+    """The tiny model converted to an lvjax checkpoint and loaded on CHECKPOINT_MESH vs its HF folder on the
+    same mesh: per parameter whether sharding and values are equal, the answers, the host copies of the
+    checksum pass; then the error of a checksum changed in lvjax.json."""
+    import jax
+    import numpy as np
+
+    import lvjax
+    from lvjax import checkpoint, sharding
+    from lvjax.convert.table import flatten_paths
+    from lvjax.errors import CheckpointError
+    from lvjax.testing.tiny import build_tiny_videochat_flash
+
+    root = tempfile.mkdtemp()
+    folder = build_tiny_videochat_flash(os.path.join(root, "hf"), hidden=64, layers=2, heads=4, kv_heads=2,
+                                        intermediate=128)
+    ckpt = os.path.join(root, "ckpt")
+    lvjax.convert_hf(str(folder), ckpt, progress=False)
+    restored = flatten_paths(checkpoint.load_checkpoint(ckpt)[2])  # on the host, as without a mesh
+    fetched, host_copy = [], checkpoint.host_copy
+
+    def record(a):
+        h = host_copy(a)
+        fetched.append(h.nbytes)
+        return h
+
+    checkpoint.host_copy = record  # the checksum pass's host copies
+    video = np.random.RandomState(0).randint(0, 255, (8, 64, 64, 3)).astype(np.uint8)
+    out, leaves = {}, {}
+    for name, path in (("hf", str(folder)), ("ckpt", ckpt)):
+        model = lvjax.load(path, mesh=CHECKPOINT_MESH)
+        leaves[name] = {jax.tree_util.keystr(k): a for k, a in jax.tree_util.tree_leaves_with_path(model.params)}
+        out[name] = model.answer(video, "What happens?", fps=1.0, max_new_tokens=4)[1]["token_ids"]
+    want, got = leaves["hf"], leaves["ckpt"]
+    out["same_keys"] = sorted(want) == sorted(got)
+    out["sharding_differs"] = [k for k in want if not got[k].sharding.is_equivalent_to(want[k].sharding, want[k].ndim)
+                               or got[k].sharding.spec != want[k].sharding.spec]
+    out["value_differs"] = [k for k in want if not np.array_equal(np.asarray(got[k]), np.asarray(want[k]))]
+    out["tensor_split"] = sum("tensor" in str(a.sharding.spec) for a in got.values())
+    out["fetched"] = {"count": len(fetched), "max": max(fetched), "leaves": len(restored),
+                      "total": sum(a.nbytes for a in restored.values())}
+    mesh = sharding.as_mesh(CHECKPOINT_MESH)
+    family, cfg, direct, _ = checkpoint.load_checkpoint(ckpt, mesh)
+    target = flatten_paths(sharding.param_shardings(family, cfg, mesh, sharding.DEFAULT_RULES))
+    out["restored_off_target"] = [k for k, a in flatten_paths(direct).items()
+                                  if not isinstance(a, jax.Array) or a.sharding != target[k]]
+    meta_path = os.path.join(ckpt, checkpoint.META)
+    with open(meta_path) as f:
+        meta = json.load(f)
+    meta["sha256"]["llm/norm/scale"] = "0" * 64
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    try:
+        lvjax.load(ckpt, mesh=CHECKPOINT_MESH)
+        out["corrupt"] = None
+    except CheckpointError as e:
+        out["corrupt"] = str(e)
+    print("RESULT" + json.dumps(out))
+
+
 def _run_worker(timeout: int, worker: str = "1") -> dict:
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
                LVJAX_INFERENCE_SHARDING_WORKER=worker,
@@ -231,7 +293,23 @@ def test_vit_runs_data_parallel_over_clips_on_every_axis():
         assert got["feature_specs"] == [[split]], got  # (clips, tokens, C): clips split, the rest whole
 
 
-if __name__ == "__main__" and os.environ.get("LVJAX_INFERENCE_SHARDING_WORKER") == "vision":
+def test_checkpoint_restores_into_the_mesh_shardings():
+    """An lvjax checkpoint loaded on a mesh: every parameter restored straight into the sharding (and
+    the values) the HF-folder load gives, the same answer, checksums verified one parameter on the host
+    at a time, and a wrong checksum still a CheckpointError naming the parameter."""
+    out = _run_worker(timeout=900, worker="checkpoint")
+    assert out["restored_off_target"] == [], out  # orbax restored each parameter into its target sharding
+    assert out["same_keys"] and out["sharding_differs"] == [] and out["value_differs"] == [], out
+    assert out["tensor_split"] > 0, out  # the LLM's weights are split
+    assert out["ckpt"] == out["hf"], out
+    fetched = out["fetched"]  # each parameter fetched once, never the tree
+    assert fetched["count"] == fetched["leaves"] and fetched["max"] < fetched["total"] / 4, fetched
+    assert out["corrupt"] and "'llm/norm/scale'" in out["corrupt"] and "sha256" in out["corrupt"], out
+
+
+if __name__ == "__main__" and os.environ.get("LVJAX_INFERENCE_SHARDING_WORKER") == "checkpoint":
+    _checkpoint_worker()
+elif __name__ == "__main__" and os.environ.get("LVJAX_INFERENCE_SHARDING_WORKER") == "vision":
     _vision_worker()
 elif __name__ == "__main__" and os.environ.get("LVJAX_INFERENCE_SHARDING_WORKER"):
     _worker()
