@@ -113,20 +113,23 @@ def _vision_worker() -> None:
                                         intermediate=128)
     video = np.random.RandomState(0).randint(0, 255, (16, 64, 64, 3)).astype(np.uint8)
     out = {}
+
+    def inspected(cfg, feats):
+        """vision_features that appends its output's sharding, as XLA placed it, to `feats`."""
+        def vision(params, clips):
+            f = vcf.vision_features(params, cfg, clips)
+            jax.debug.inspect_array_sharding(f, callback=feats.append)
+            return f
+        return vision
+
     for mesh in (None, *VISION_MESHES):
         model = lvjax.load(str(folder), mesh=mesh)
         encoded = model.encode_video(video, fps=1.0)
         size = model.config.vision.image_size
         clips = np.random.RandomState(1).randn(5, 4, size, size, 3).astype(np.float32)  # 5 clips: no axis divides
         feats = []
-
-        def vision(params, clips):
-            f = vcf.vision_features(params, model.config, clips)
-            jax.debug.inspect_array_sharding(f, callback=feats.append)
-            return f
-
         with model._sharded():
-            compiled = jax.jit(vision).lower(model.params, clips).compile()
+            compiled = jax.jit(inspected(model.config, feats)).lower(model.params, clips).compile()
             five = compiled(model.params, clips)
             chunked = jax.jit(vcf.vision_features, static_argnums=(1, 3))(model.params, model.config, clips, 2)
         out[str(mesh)] = {
