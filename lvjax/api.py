@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from lvjax import checkpoint, sharding
 from lvjax.config import ConfigError, check_generation, read_json
@@ -104,7 +104,9 @@ def load(path: str, *, dtype: str | None = None, param_dtype: str | None = None,
     param_dtype: cast parameters (default: the compute dtype). mesh: a `jax.sharding.Mesh` or
     "data=2,tensor=4" (axes of `lvjax.sharding.AXES`); each parameter is then read from the
     safetensors files and placed straight into its sharding under `rules` (default
-    `sharding.DEFAULT_RULES`): one parameter on the host at a time (`model.load_report`).
+    `sharding.DEFAULT_RULES`): one parameter on the host at a time (`model.load_report`); an lvjax
+    checkpoint's parameters are restored by orbax straight into those shardings
+    (`checkpoint.load_checkpoint`).
     A shipped model's name ("tiny", "tiny-base") stands for its folder. A multi-process job
     (JAX_COORDINATOR_ADDRESS or LVJAX_DISTRIBUTED=1) initialises
     `jax.distributed` first; each process then places only its own devices' shards.
@@ -116,9 +118,9 @@ def load(path: str, *, dtype: str | None = None, param_dtype: str | None = None,
     compute = dtype or default_dtype()
     store = param_dtype or compute
     if checkpoint.is_lvjax_checkpoint(path):
-        family, cfg, host, _ = checkpoint.load_checkpoint(path)
+        family, cfg, restored, _ = checkpoint.load_checkpoint(path, mesh, rules)
         placer = _Placer(family, cfg, store, mesh, rules)
-        params = placer.finish({p: placer(p, a) for p, a in flatten_paths(host).items()})
+        params = placer.finish({p: placer(p, a) for p, a in flatten_paths(restored).items()})
     else:
         hf_config, tensors = open_hf_folder(path, progress=progress)
         family = family_for(hf_config, tensors.keys(), os.path.join(path, "config.json"))
@@ -138,39 +140,39 @@ def load(path: str, *, dtype: str | None = None, param_dtype: str | None = None,
 
 
 class _Placer:
-    """`place(path, host_array)` for `hf_to_lvjax`: cast, then put on the device(s) — in the leaf's
-    sharding under the mesh (`jax.make_array_from_callback`: each device copies only its own
-    shard; other processes' shards are never touched). LLM layers of a `per_layer_llm` family
-    are placed as one array per layer (`llm.unstack_layers`). Records the host bytes it held."""
+    """`place(path, array)` for `hf_to_lvjax`: cast, then put on the device(s) — in the leaf's
+    sharding under the mesh (`sharding.param_shardings`; a host array with
+    `jax.make_array_from_callback`: each device copies only its own shard, other processes' shards
+    are never touched; a device array restored into that sharding is cast where it lies). LLM
+    layers of a `per_layer_llm` family are placed as one array per layer (`llm.unstack_layers`).
+    Records the host bytes it held."""
 
     def __init__(self, family, cfg, dtype: str, mesh, rules):
         self.dtype, self.mesh = np.dtype(jnp.dtype(dtype)), mesh
-        self.specs = flatten_paths(sharding.logical_specs(jax.eval_shape(lambda: family.init(cfg, jax.random.key(0)))))
-        self.specs = {p: tuple(s) for p, s in self.specs.items()}
-        self.rules = rules
-        prefix = "llm/" if any(p.startswith("llm/") for p in self.specs) else ""
+        self.shardings = None if mesh is None else flatten_paths(sharding.param_shardings(family, cfg, mesh, rules))
+        prefix = "llm/" if "llm" in family.abstract_params(cfg) else ""
         self.layers = prefix + "layers" if family.per_layer_llm else None
         self.host_peak = self.total = self.count = 0
 
-    def _sharding(self, spec):
-        return None if self.mesh is None else NamedSharding(self.mesh, nn.logical_to_mesh_axes(spec, self.rules))
-
-    def _put(self, a: np.ndarray, spec):
-        sh = self._sharding(spec)
+    def _put(self, a, sh: NamedSharding | None):
         self.count += 1
-        if sh is None:
-            return jax.device_put(a)
+        if sh is None or isinstance(a, jax.Array):
+            return jax.device_put(a, sh)
         return jax.make_array_from_callback(a.shape, sh, lambda idx: a[idx])
 
     def __call__(self, path: str, value) -> jax.Array | tuple:
-        host = np.asarray(value)
-        cast = host.astype(self.dtype, copy=False)
-        self.host_peak = max(self.host_peak, host.nbytes + (cast.nbytes if cast is not host else 0))
+        if isinstance(value, jax.Array):  # restored into its sharding (`checkpoint.load_checkpoint`)
+            cast = value.astype(self.dtype)
+        else:
+            host = np.asarray(value)
+            cast = host.astype(self.dtype, copy=False)
+            self.host_peak = max(self.host_peak, host.nbytes + (cast.nbytes if cast is not host else 0))
         self.total += cast.nbytes
-        spec = self.specs[path]
+        sh = None if self.shardings is None else self.shardings[path]
         if self.layers and path.startswith(self.layers + "/"):
-            return tuple(self._put(cast[i], spec[1:]) for i in range(cast.shape[0]))
-        return self._put(cast, spec)
+            layer = None if sh is None else NamedSharding(self.mesh, P(*sh.spec[1:]))
+            return tuple(self._put(cast[i], layer) for i in range(cast.shape[0]))
+        return self._put(cast, sh)
 
     def finish(self, params: dict) -> dict:
         """Nest a flat {path: leaf} dict if needed, and turn per-layer tuples into a tuple of layer trees."""
@@ -195,6 +197,7 @@ class _Placer:
         return params
 
     def report(self) -> dict:
-        """{'parameter_bytes': all placed parameters, 'host_peak_bytes': the most held on the host at
-        once (one parameter, stacked over layers, and its cast copy), 'arrays': device arrays made}."""
+        """{'parameter_bytes': all placed parameters, 'host_peak_bytes': the most the loader held on the
+        host at once (one parameter, stacked over layers, and its cast copy; a checkpoint restored
+        into a mesh: 0, its checksum pass holds one stored parameter), 'arrays': device arrays made}."""
         return {"parameter_bytes": self.total, "host_peak_bytes": self.host_peak, "arrays": self.count}

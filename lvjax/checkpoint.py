@@ -17,7 +17,9 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
+from lvjax import sharding
 from lvjax.config import ConfigError, read_json
 from lvjax.convert.hf import atomic_dir, config_from_hf, copy_side_files
 from lvjax.convert.table import flatten_paths
@@ -44,14 +46,28 @@ def save_checkpoint(out: str, family: Family, hf_config: dict, params, stored_ti
 
 
 def checksums(params) -> dict[str, str]:
-    """{param path: sha256 hex digest of its C-order bytes}."""
-    return {key: hashlib.sha256(np.ascontiguousarray(a).reshape(-1).view(np.uint8)).hexdigest()
-            for key, a in sorted(flatten_paths(jax.tree.map(np.asarray, params)).items())}
+    """{param path: sha256 hex digest of its C-order bytes}, one parameter on the host at a time."""
+    return {key: _digest(host_copy(a)) for key, a in sorted(flatten_paths(params).items())}
 
 
-def load_checkpoint(path: str) -> tuple[Family, Any, dict, dict]:
-    """(family, config, params as numpy arrays, metadata) of an lvjax checkpoint.
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).reshape(-1).view(np.uint8)).hexdigest()
 
+
+def host_copy(a) -> np.ndarray:
+    """One parameter as a host numpy array (a sharded one gathered, from every process in a multi-process job)."""
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        return multihost_utils.process_allgather(a, tiled=True)
+    return np.asarray(a)
+
+
+def load_checkpoint(path: str, mesh=None, rules=sharding.DEFAULT_RULES) -> tuple[Family, Any, dict, dict]:
+    """(family, config, params, metadata) of an lvjax checkpoint.
+
+    Without a mesh the params are numpy arrays. With one, orbax restores each parameter straight
+    into its NamedSharding under `rules` (`sharding.param_shardings`, as `lvjax.load` places an HF
+    folder's), as a jax.Array of the stored dtype; the checksums are then verified one parameter at a
+    time (fetched to the host, hashed, dropped), so the whole model is never on the host.
     CheckpointError (naming the file and the key) for a malformed lvjax.json, a damaged or
     half-written orbax folder, a parameter of the wrong shape, or bytes that differ from the
     checksums recorded at convert time.
@@ -74,14 +90,20 @@ def load_checkpoint(path: str) -> tuple[Family, Any, dict, dict]:
         raise CheckpointError(f"{params_dir}: missing (incomplete lvjax checkpoint)")
     try:
         with ocp.StandardCheckpointer() as ckptr:
-            params = ckptr.restore(params_dir)
-        params = jax.tree.map(np.asarray, params)
+            if mesh is None:
+                params = jax.tree.map(np.asarray, ckptr.restore(params_dir))
+            else:
+                stored = ckptr.metadata(params_dir).item_metadata.tree
+                _check_params(expected, stored, params_dir)  # before reading a byte: the shardings' tree must match
+                params = ckptr.restore(params_dir, jax.tree.map(
+                    lambda m, sh: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sh), stored,
+                    sharding.param_shardings(family, cfg, mesh, rules)))
+    except CheckpointError:
+        raise
     except Exception as e:  # orbax/tensorstore raise many types for a damaged folder  # noqa: BLE001
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{params_dir}: damaged or half-written orbax checkpoint ({reason})") from None
-    if not isinstance(params, dict):
-        raise CheckpointError(f"{params_dir}: damaged orbax checkpoint (no parameter tree)")
-    check_tree(expected, params, params_dir)
+    _check_params(expected, params, params_dir)
     if meta.get("sha256") is not None:
         check_checksums(params, meta["sha256"], params_dir)
     return family, cfg, params, meta
@@ -96,6 +118,12 @@ def check_checksums(params, recorded: dict, source: str) -> None:
                                   "(the checkpoint is damaged; convert it again)")
 
 
+def _check_params(expected, params, source: str) -> None:
+    if not isinstance(params, dict):
+        raise CheckpointError(f"{source}: damaged orbax checkpoint (no parameter tree)")
+    check_tree(expected, params, source)
+
+
 def check_tree(expected, params, source: str) -> None:
     """Raise CheckpointError naming the first parameter whose presence, shape or dtype class differs."""
     want, got = flatten_paths(expected), flatten_paths(params)
@@ -104,5 +132,5 @@ def check_tree(expected, params, source: str) -> None:
             raise CheckpointError(f"{source}: parameter {key!r} is missing")
         if key not in want:
             raise CheckpointError(f"{source}: unexpected parameter {key!r}")
-        if tuple(want[key].shape) != tuple(np.shape(got[key])):
-            raise CheckpointError(f"{source}: parameter {key!r} has shape {np.shape(got[key])}, expected {want[key].shape}")
+        if tuple(want[key].shape) != tuple(got[key].shape):
+            raise CheckpointError(f"{source}: parameter {key!r} has shape {tuple(got[key].shape)}, expected {want[key].shape}")

@@ -4,8 +4,9 @@ Shared by inference (`lvjax.load(path, mesh=...)`) and training. Mesh axes are (
 'tensor', 'sequence'); sizes come from a config or a string "data=2,tensor=4" (-1 fills,
 missing axes are 1). Parameters carry logical axis names (`nn.with_logical_partitioning` in the
 model); `DEFAULT_RULES` maps each name to mesh axes, so re-sharding never touches model code:
-the ViT runs data-parallel over clips (`activation_batch`; its token axis `vision_length` is never
-split), the LLM tensor-parallel over heads / MLP / vocab and, with a `sequence` axis, its prefill
+the vision side (ViT, DTS, projector) runs data-parallel over clips on every mesh axis
+(`vision_batch`; its weights `vision_*` replicated but for FSDP, its token axis `vision_length`
+never split), the LLM tensor-parallel over heads / MLP / vocab and, with a `sequence` axis, its prefill
 sequence-parallel: hidden states and queries split on `activation_length`, keys / values
 all-gathered (`activation_kv_length` replicated). A KV cache (B, Hkv, S, D) is split over batch × KV heads.
 """
@@ -28,16 +29,23 @@ AXES = ("data", "fsdp", "tensor", "sequence")
 BATCH_AXES = ("data", "fsdp")
 TENSOR_AXIS, SEQUENCE_AXIS = "tensor", "sequence"
 
-# logical name → mesh axes. Parameters: embed, mlp, heads, kv_heads, vocab, norm, layers.
+# logical name → mesh axes. LLM parameters: embed, mlp, heads, kv_heads, vocab; vision-side (ViT, DTS,
+# projector) parameters: vision_embed, vision_mlp, vision_heads; both: norm, layers.
 # Activations: activation_batch/length/embed (LLM hidden states and queries), activation_kv_length
-# (keys / values inside attention), vision_length (ViT / ToMe / projector tokens).
+# (keys / values inside attention), vision_batch / vision_length (ViT / ToMe / projector clips, tokens).
 # KV caches (B, Hkv, S, D): cache_batch/heads/length.
 DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("activation_batch", ("data", "fsdp")),
     ("activation_length", "sequence"),
     ("activation_embed", None),
     ("activation_kv_length", None),  # K/V all-gathered over `sequence`: every query block sees every key
+    # Clips over every axis; a count the product does not divide is padded by GSPMD (ceil(n / devices)
+    # clips per device, never more than on any dividing subset of the axes).
+    ("vision_batch", AXES),
     ("vision_length", None),  # the ViT is never sequence-split (ToMe's merges are discontinuous in it)
+    ("vision_embed", "fsdp"),  # FSDP training still shards the vision weights
+    ("vision_mlp", None),  # vision weights whole on every tensor / sequence device: no collectives per layer
+    ("vision_heads", None),
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),
@@ -146,6 +154,12 @@ def logical_specs(boxed_tree) -> Any:
 def tree_shardings(boxed_tree, mesh: Mesh, rules) -> Any:
     """NamedShardings for every leaf of a boxed tree under `rules` (unboxed leaf structure)."""
     return nn.logical_to_mesh_sharding(logical_specs(boxed_tree), mesh, rules_tuple(rules))
+
+
+def param_shardings(family, cfg, mesh: Mesh, rules) -> Any:
+    """NamedShardings of a family's parameters under `rules`, as the nested tree is stored (LLM layers
+    stacked): what `lvjax.load` places an HF folder's parameters in and restores a checkpoint's into."""
+    return tree_shardings(jax.eval_shape(lambda: family.init(cfg, jax.random.key(0))), mesh, rules)
 
 
 def batch_sharding(mesh: Mesh, ndim: int, leading: int = 0) -> NamedSharding:

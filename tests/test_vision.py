@@ -89,9 +89,9 @@ def test_param_tree_layout_and_logical_axes():
     cfg = UMTConfig(image_size=32, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, num_frames=2)
     boxed = init_vision(cfg, jax.random.PRNGKey(0))
     specs = flatten_paths(nn.get_partition_spec(boxed))
-    assert specs["blocks/attn/qkv/kernel"] == jax.sharding.PartitionSpec("layers", "embed", "heads")
-    assert specs["blocks/mlp/fc1/kernel"] == jax.sharding.PartitionSpec("layers", "embed", "mlp")
-    assert specs["patch_embed/proj/kernel"] == jax.sharding.PartitionSpec(None, None, None, None, "embed")
+    assert specs["blocks/attn/qkv/kernel"] == jax.sharding.PartitionSpec("layers", "vision_embed", "vision_heads")
+    assert specs["blocks/mlp/fc1/kernel"] == jax.sharding.PartitionSpec("layers", "vision_embed", "vision_mlp")
+    assert specs["patch_embed/proj/kernel"] == jax.sharding.PartitionSpec(None, None, None, None, "vision_embed")
     shapes = {k: v.shape for k, v in flatten_paths(nn.unbox(boxed)).items()}
     assert shapes["blocks/attn/qkv/kernel"] == (3, 16, 48)
     assert shapes["patch_embed/proj/kernel"] == (1, 16, 16, 3, 16)

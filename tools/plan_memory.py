@@ -8,22 +8,25 @@ Sizes come from the config (model.hf_config, or config.json of model.init; when 
 readable, the known VideoChat-Flash-2B sizes of reference §1.1). Analytic estimate, no devices
 needed; it counts what XLA must hold at the backward peak, not allocator slack:
   params (param_dtype), grads + accumulators (fp32, trainable only), AdamW moments (2 × fp32,
-  trainable only): divided by fsdp × tensor for matrices (the default rules), replicated vectors;
+  trainable only): divided by fsdp × tensor for LLM matrices, by fsdp for the vision side's (the
+  default rules), replicated vectors;
   activations of one micro-batch: per LLM layer the remat-saved tensors at that layer's length
   (LP-Comp shrinks it), plus the recompute peak of one layer (dense attention scores unless
-  --flash), the logits of the text tokens (fp32, + grad), and the frozen ViT's forward of one
-  clip batch.
+  --flash), the logits of the text tokens (fp32, + grad), and the frozen ViT's forward of its share
+  of one clip batch (clips split over every mesh axis).
 
 --inference plans `lvjax.load(path, mesh=...)` answering one video instead (no config needed):
 
     python tools/plan_memory.py --inference --frames 1024,4096 --mesh data=2,tensor=4 --attention blockwise
     python tools/plan_memory.py --inference --model PATH/config.json --compression none --dtype float32
 
-  params per device (matrices / (fsdp × tensor), vectors replicated, in --dtype); the KV caches of
+  params per device (LLM matrices / (fsdp × tensor), vision-side ones / fsdp, vectors replicated, in
+  --dtype); the KV caches of
   every layer at its own length (LP-Comp shrinks it) + the new tokens, batch over data × fsdp and
   KV heads over tensor; the prefill activation peak of the longest layer (dense: Hq·S² fp32 scores
-  and their exponentials; blockwise: one 512-key block per query row) plus its MLP; the ViT on one
-  clip batch per data shard. Without --model: the VideoChat-Flash-2B sizes.
+  and their exponentials; blockwise: one 512-key block per query row) plus its MLP; the ViT on this
+  device's share of one 8-clip batch (clips split over every mesh axis). Without --model: the
+  VideoChat-Flash-2B sizes.
 """
 
 from __future__ import annotations
@@ -91,19 +94,24 @@ def count_params(hf: dict, family: str) -> dict:
     return out
 
 
+def matrix_shards(name: str, fsdp: int, tensor: int) -> int:
+    """Devices one matrix of `count_params` group `name` is split over (default rules: the vision side
+    is not tensor-parallel)."""
+    return fsdp * tensor if name == "llm" else fsdp
+
+
 def plan(cfg, frames: int, mesh: tuple[int, int, int, int], remat: str, flash: bool) -> dict:
     hf = sizes_from_config(cfg)
     fam = cfg.model.family
     counts = count_params(hf, fam)
     data, fsdp, tensor, seq = mesh
-    shard = fsdp * tensor
     pb, cb = BYTES[cfg.model.param_dtype], BYTES[cfg.model.dtype]
     frozen = set()
     for pat in cfg.model.frozen:
         frozen.add(pat.split("/")[0])
     params = trainable = 0.0
     for name, (mat, vec) in counts.items():
-        per_dev = mat / shard + vec
+        per_dev = mat / matrix_shards(name, fsdp, tensor) + vec
         params += per_dev * pb
         if name not in frozen and not (fam == "qwen2" and cfg.model.frozen):
             trainable += per_dev
@@ -141,7 +149,7 @@ def plan(cfg, frames: int, mesh: tuple[int, int, int, int], remat: str, flash: b
         vt = {**REAL_2B["vision_tower_config"], **(hf.get("vision_tower_config") or {})}
         c = vt["hidden_size"]
         tokens = cfg.data.local_num_frames * (vt["image_size"] // vt["patch_size"]) ** 2
-        clip_batch = min(8, max(frames // cfg.data.local_num_frames, 1))
+        clip_batch = math.ceil(min(8, rows * max(frames // cfg.data.local_num_frames, 1)) / (data * fsdp * tensor * seq))
         vision = clip_batch * tokens * (c * 6 + int(c * vt["mlp_ratio"])) * cb
         vision += clip_batch * vt["num_attention_heads"] * tokens * (tokens if not flash else 1) * 4
         vision += b * frames * 16 * d * cb  # the projected visual tokens
@@ -156,9 +164,10 @@ def plan_inference(hf: dict, family: str, frames: int, compression: str, mesh: d
                    batch: int = 1, text: int = 256, new_tokens: int = 512, block: int = 512) -> dict:
     """Per-device bytes of answering: params, KV caches, prefill activation peak, ViT (see the module doc)."""
     data, fsdp, tensor = mesh.get("data", 1), mesh.get("fsdp", 1), mesh.get("tensor", 1)
+    devices = data * fsdp * tensor * mesh.get("sequence", 1)
     cb = BYTES[dtype]
     counts = count_params(hf, family)
-    params = sum((mat / (fsdp * tensor) + vec) * cb for mat, vec in counts.values())
+    params = sum((mat / matrix_shards(name, fsdp, tensor) + vec) * cb for name, (mat, vec) in counts.items())
     d, i, l = hf["hidden_size"], hf["intermediate_size"], hf["num_hidden_layers"]
     hq, hkv = hf["num_attention_heads"], hf.get("num_key_value_heads", hf["num_attention_heads"])
     hd = hf.get("head_dim") or d // hq
@@ -175,7 +184,7 @@ def plan_inference(hf: dict, family: str, frames: int, compression: str, mesh: d
         vt = {**REAL_2B["vision_tower_config"], **(hf.get("vision_tower_config") or {})}
         c, clip = vt["hidden_size"], hf.get("mm_local_num_frames", 4)
         tokens = clip * (vt["image_size"] // vt["patch_size"]) ** 2
-        clip_batch = min(8, math.ceil(frames / clip / data))
+        clip_batch = math.ceil(min(8, math.ceil(frames / clip)) / devices)
         vision = clip_batch * tokens * (c * 6 + int(c * vt["mlp_ratio"])) * cb
         vision += clip_batch * vt["num_attention_heads"] * tokens * tokens * 4
     act = attn + mlp + b * hf["vocab_size"] / tensor * 4

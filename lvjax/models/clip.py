@@ -90,14 +90,14 @@ class CLIPVisionTower(nn.Module):
         if hgt != cfg.image_size or wid != cfg.image_size:
             raise ValueError(f"CLIPVisionTower: images are {hgt}×{wid}, the config expects {cfg.image_size}²")
         pd = jnp.dtype(cfg.param_dtype)
-        cls = self.param("class_embedding", P(nn.initializers.normal(0.02), ("embed",)), (cfg.hidden_size,), pd)
+        cls = self.param("class_embedding", P(nn.initializers.normal(0.02), ("vision_embed",)), (cfg.hidden_size,), pd)
         patches = nn.Conv(cfg.hidden_size, (cfg.patch_size,) * 2, strides=(cfg.patch_size,) * 2, padding="VALID",
                           use_bias=False, dtype=dtype, param_dtype=pd,
-                          kernel_init=P(nn.initializers.normal(0.02), (None, None, None, "embed")),
+                          kernel_init=P(nn.initializers.normal(0.02), (None, None, None, "vision_embed")),
                           name="patch_embedding")(images.astype(dtype)).reshape(b, -1, cfg.hidden_size)
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (b, 1, cfg.hidden_size)), patches], axis=1)
         pos = nn.Embed(cfg.grid**2 + 1, cfg.hidden_size, dtype=dtype, param_dtype=pd,
-                       embedding_init=P(nn.initializers.normal(0.02), (None, "embed")), name="position_embedding")
+                       embedding_init=P(nn.initializers.normal(0.02), (None, "vision_embed")), name="position_embedding")
         x = x + pos(jnp.arange(x.shape[1]))[None]
         x = layer_norm(cfg, "pre_layrnorm")(x)
         if self.num_layers:

@@ -41,10 +41,10 @@ def _norm(name: str, dtype, param_dtype) -> nn.GroupNorm:
 
 
 def dense(features: int, name: str, dtype, param_dtype, zero: bool = False) -> nn.Dense:
-    """A Dense (torch Linear) with logical axes (embed, mlp); zero-initialised when `zero`."""
+    """A Dense (torch Linear) with logical axes (vision_embed, vision_mlp); zero-initialised when `zero`."""
     init = nn.initializers.zeros if zero else nn.initializers.lecun_normal()
     return nn.Dense(features, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype),
-                    kernel_init=P(init, ("embed", "mlp")), bias_init=P(nn.initializers.zeros, ("mlp",)), name=name)
+                    kernel_init=P(init, ("vision_embed", "vision_mlp")), bias_init=P(nn.initializers.zeros, ("vision_mlp",)), name=name)
 
 
 class AttnBlock3D(nn.Module):
@@ -71,7 +71,7 @@ class RelativePosition(nn.Module):
 
     @nn.compact
     def __call__(self, length: int):
-        table = self.param("embeddings_table", P(nn.initializers.xavier_uniform(), (None, "embed")),
+        table = self.param("embeddings_table", P(nn.initializers.xavier_uniform(), (None, "vision_embed")),
                            (2 * MAX_RELATIVE_POSITION + 1, self.channels), jnp.dtype(self.param_dtype))
         r = jnp.arange(length)
         return table[jnp.clip(r[None, :] - r[:, None], -MAX_RELATIVE_POSITION, MAX_RELATIVE_POSITION)
@@ -122,8 +122,8 @@ class SamePadConv3d(nn.Module):
         x = jnp.pad(x, [(0, 0), *pads, (0, 0)], mode="edge")
         return nn.Conv(self.channels, self.kernel, strides=self.stride, padding="VALID", dtype=jnp.dtype(self.dtype),
                        param_dtype=jnp.dtype(self.param_dtype),
-                       kernel_init=P(nn.initializers.lecun_normal(), (None, None, None, "embed", "mlp")),
-                       bias_init=P(nn.initializers.zeros, ("mlp",)), name="conv")(x)
+                       kernel_init=P(nn.initializers.lecun_normal(), (None, None, None, "vision_embed", "vision_mlp")),
+                       bias_init=P(nn.initializers.zeros, ("vision_mlp",)), name="conv")(x)
 
 
 class SiglipAE(nn.Module):
@@ -137,7 +137,7 @@ class SiglipAE(nn.Module):
     @nn.compact
     def __call__(self, x, return_layers: bool = False):
         c, dt, pdt = self.channels, self.dtype, self.param_dtype
-        enc = self.param("temporal_encoding", P(nn.initializers.normal(1.0), (None, "embed")), (self.frames, c),
+        enc = self.param("temporal_encoding", P(nn.initializers.normal(1.0), (None, "vision_embed")), (self.frames, c),
                          jnp.dtype(pdt))
         x = x + enc.astype(x.dtype)[None, :, None, None, :]
         layers = [AttnBlock3D(dt, pdt, name="encoder_0"), TemporalAttention(dt, pdt, name="encoder_1"),

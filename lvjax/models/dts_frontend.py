@@ -51,6 +51,7 @@ from lvjax.convert.table import (
 from lvjax.models.dts import SiglipAE
 from lvjax.models.projector import MLP2xGelu
 from lvjax.models.siglip import SiglipConfig, SiglipVisionModel
+from lvjax.models.stack import chunked_map
 from lvjax.video.preprocess import normalize, preprocess
 from lvjax.video.sampling import rounded_timestamps
 
@@ -295,10 +296,7 @@ def pool(x: jax.Array, stride: int) -> jax.Array:
 def vit_features(params: dict, cfg: FrontendConfig, pixels: jax.Array, frame_batch: int = 60) -> jax.Array:
     """SigLIP features of pixels (F, S, S, 3) → (F, g², C), `frame_batch` frames at a time (the original's 60)."""
     vit = SiglipVisionModel(cfg.vision)
-    run = lambda x: vit.apply({"params": params["vision_tower"]}, x)  # noqa: E731
-    if pixels.shape[0] <= frame_batch:
-        return run(pixels)
-    return jax.lax.map(lambda x: run(x[None])[0], pixels, batch_size=frame_batch)
+    return chunked_map(lambda x: vit.apply({"params": params["vision_tower"]}, x), pixels, frame_batch)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "counts", "intermediates"))

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 P = nn.with_logical_partitioning
-ACT = ("activation_batch", "vision_length", "activation_embed")  # per clip: never sequence-split
+ACT = ("vision_batch", "vision_length", "activation_embed")  # per clip: never sequence-split
 
 
 class Projector(nn.Module):
@@ -33,9 +33,9 @@ class Projector(nn.Module):
                 name=name,
             )
 
-        x = dense(("mlp", "embed"), "mlp_0")(x)
+        x = dense(("vision_mlp", "vision_embed"), "mlp_0")(x)
         x = nn.gelu(x, approximate=False)
-        x = dense(("embed", "mlp"), "mlp_2")(x)
+        x = dense(("vision_embed", "vision_mlp"), "mlp_2")(x)
         if x.ndim == 3:
             x = nn.with_logical_constraint(x, ACT)
         return x

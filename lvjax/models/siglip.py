@@ -117,12 +117,12 @@ class _Embeddings(nn.Module):
         p = cfg.patch_size
         x = nn.Conv(cfg.hidden_size, (p, p), strides=(p, p), padding="VALID", dtype=jnp.dtype(cfg.dtype),
                     param_dtype=jnp.dtype(cfg.param_dtype),
-                    kernel_init=P(nn.initializers.lecun_normal(), (None, None, None, "embed")),
-                    bias_init=P(nn.initializers.zeros, ("embed",)), name="patch_embedding")(pixels)
+                    kernel_init=P(nn.initializers.lecun_normal(), (None, None, None, "vision_embed")),
+                    bias_init=P(nn.initializers.zeros, ("vision_embed",)), name="patch_embedding")(pixels)
         x = x.reshape(x.shape[0], -1, cfg.hidden_size)  # row-major patches
         pos = nn.Embed(cfg.tokens_per_frame, cfg.hidden_size, dtype=jnp.dtype(cfg.dtype),
                        param_dtype=jnp.dtype(cfg.param_dtype),
-                       embedding_init=P(nn.initializers.normal(0.02), (None, "embed")), name="position_embedding")
+                       embedding_init=P(nn.initializers.normal(0.02), (None, "vision_embed")), name="position_embedding")
         return x + pos(jnp.arange(cfg.tokens_per_frame))[None]
 
 

@@ -101,7 +101,7 @@ class UMTConfig(ViTSizes):
 
 
 P = nn.with_logical_partitioning
-ACT = ("activation_batch", "vision_length", "activation_embed")  # a clip's tokens: never sequence-split
+ACT = ("vision_batch", "vision_length", "activation_embed")  # a clip's tokens: never sequence-split
 
 def _dense(features: int, axes: tuple, cfg: UMTConfig, name: str, use_bias: bool = True) -> nn.Dense:
     return nn.Dense(
@@ -139,17 +139,17 @@ class Attention(nn.Module):
         b, n, c = x.shape
         h = cfg.num_attention_heads
         d = c // h
-        qkv = _dense(3 * c, ("embed", "heads"), cfg, "qkv", use_bias=False)(x)
+        qkv = _dense(3 * c, ("vision_embed", "vision_heads"), cfg, "qkv", use_bias=False)(x)
         if cfg.qkv_bias:
             pd = jnp.dtype(cfg.param_dtype)
-            q_bias = self.param("q_bias", P(nn.initializers.zeros, ("heads",)), (c,), pd)
-            v_bias = self.param("v_bias", P(nn.initializers.zeros, ("heads",)), (c,), pd)
+            q_bias = self.param("q_bias", P(nn.initializers.zeros, ("vision_heads",)), (c,), pd)
+            v_bias = self.param("v_bias", P(nn.initializers.zeros, ("vision_heads",)), (c,), pd)
             bias = jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias]).astype(qkv.dtype)
             qkv = qkv + bias
         qkv = qkv.reshape(b, n, 3, h, d)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         out = attend(q, k, v, None, scale=d**-0.5, layout=_clip_layout(n)).reshape(b, n, c)
-        return _dense(c, ("heads", "embed"), cfg, "proj")(out)
+        return _dense(c, ("vision_heads", "vision_embed"), cfg, "proj")(out)
 
 
 class Mlp(nn.Module):
@@ -161,9 +161,9 @@ class Mlp(nn.Module):
     def __call__(self, x):
         cfg = self.cfg
         hidden = int(cfg.hidden_size * cfg.mlp_ratio)
-        x = _dense(hidden, ("embed", "mlp"), cfg, "fc1")(x)
+        x = _dense(hidden, ("vision_embed", "vision_mlp"), cfg, "fc1")(x)
         x = nn.gelu(x, approximate=False)
-        return _dense(cfg.hidden_size, ("mlp", "embed"), cfg, "fc2")(x)
+        return _dense(cfg.hidden_size, ("vision_mlp", "vision_embed"), cfg, "fc2")(x)
 
 
 class Block(nn.Module):
@@ -196,8 +196,8 @@ class PatchEmbed(nn.Module):
             padding="VALID",
             dtype=jnp.dtype(cfg.dtype),
             param_dtype=jnp.dtype(cfg.param_dtype),
-            kernel_init=P(nn.initializers.lecun_normal(), (None, None, None, None, "embed")),
-            bias_init=P(nn.initializers.zeros, ("embed",)),
+            kernel_init=P(nn.initializers.lecun_normal(), (None, None, None, None, "vision_embed")),
+            bias_init=P(nn.initializers.zeros, ("vision_embed",)),
             name="proj",
         )(x)
 

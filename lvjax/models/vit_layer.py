@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from lvjax.attention import attend
 
 P = nn.with_logical_partitioning
-ACT = ("activation_batch", "vision_length", "activation_embed")  # a clip's tokens: never sequence-split
+ACT = ("vision_batch", "vision_length", "activation_embed")  # a clip's tokens: never sequence-split
 ACTIVATIONS = {"quick_gelu": lambda h: h * jax.nn.sigmoid(1.702 * h),
                "gelu_tanh": lambda h: nn.gelu(h, approximate=True)}
 
@@ -65,10 +65,10 @@ class SelfAttention(nn.Module):
         b, n, c = x.shape
         h = cfg.num_attention_heads
         d = c // h
-        q, k, v = (dense(c, ("embed", "heads"), cfg, f"{p}_proj", self.kernel_init)(x).reshape(b, n, h, d)
+        q, k, v = (dense(c, ("vision_embed", "vision_heads"), cfg, f"{p}_proj", self.kernel_init)(x).reshape(b, n, h, d)
                    for p in "qkv")
         out = attend(q, k, v, None, scale=d**-0.5).reshape(b, n, c)
-        return dense(c, ("heads", "embed"), cfg, "out_proj", self.kernel_init)(out)
+        return dense(c, ("vision_heads", "vision_embed"), cfg, "out_proj", self.kernel_init)(out)
 
 
 class MLP(nn.Module):
@@ -79,8 +79,8 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         cfg = self.cfg
-        x = ACTIVATIONS[self.act](dense(cfg.intermediate_size, ("embed", "mlp"), cfg, "fc1", self.kernel_init)(x))
-        return dense(cfg.hidden_size, ("mlp", "embed"), cfg, "fc2", self.kernel_init)(x)
+        x = ACTIVATIONS[self.act](dense(cfg.intermediate_size, ("vision_embed", "vision_mlp"), cfg, "fc1", self.kernel_init)(x))
+        return dense(cfg.hidden_size, ("vision_mlp", "vision_embed"), cfg, "fc2", self.kernel_init)(x)
 
 
 class EncoderLayer(nn.Module):

@@ -22,6 +22,7 @@ from lvjax.config import ConfigError, LLMConfig
 from lvjax.models import llm
 from lvjax.models.projector import Projector
 from lvjax.models.qwen2 import Qwen2
+from lvjax.models.stack import chunked_map
 from lvjax.models.tome import merge_clips
 from lvjax.models.umt import UMTConfig, UMTVisionTower
 
@@ -99,14 +100,11 @@ def init_params(cfg: VideoChatFlashConfig, key: jax.Array) -> dict:
 def vision_features(params: dict, cfg: VideoChatFlashConfig, clips: jax.Array, clip_batch: int = 8) -> jax.Array:
     """ViT features of normalised clips (n_clips, L, H, W, 3) → (n_clips, L·grid², C).
 
-    Clips are independent; `clip_batch` of them run at a time (bounds attention memory).
+    Clips are independent; `clip_batch` of them run at a time as one batch (bounds attention memory),
+    split over the mesh by the ViT's `vision_batch` constraints.
     """
     vision, _ = _vision_modules(cfg)
-    run = lambda c: vision.apply({"params": params["vision"]}, c)  # noqa: E731
-    n = clips.shape[0]
-    if n <= clip_batch:
-        return run(clips)
-    return jax.lax.map(lambda c: run(c[None])[0], clips, batch_size=clip_batch)
+    return chunked_map(lambda c: vision.apply({"params": params["vision"]}, c), clips, clip_batch)
 
 
 def merge_and_project(params: dict, cfg: VideoChatFlashConfig, features: jax.Array, return_stages: bool = False):
