@@ -15,6 +15,8 @@ from lvjax import attention
 from lvjax.config import LLMConfig
 from lvjax.families import family_by_name
 from lvjax.families.base import IMAGE_TOKEN_INDEX
+from lvjax.families.videochat_flash.compression import build_plan
+from lvjax.families.videochat_flash.drops import drops_for_plan
 from lvjax.losses import IGNORE_INDEX
 from lvjax.models import llm
 from lvjax.train.objective import ObjectiveSpec, loss_fn
@@ -78,6 +80,47 @@ def test_text_loss_on_the_layout_path_equals_dense(choices):
     blockwise = _loss_and_grads(params, batch, ObjectiveSpec("qwen2", LLM.replace(attention_impl="blockwise")))
     assert set(choices) == {"blockwise"}
     _assert_close(blockwise, dense)
+
+
+@pytest.mark.parametrize("plan", ["xcomp_cosine", pytest.param("uniform0_attention", marks=pytest.mark.heavy)])  # CI time
+def test_drops_with_padded_frames_on_the_layout_path_equal_dense(choices, plan):
+    """LP-Comp / VideoChat-Flash drops in the training forward with padded frames inside the visual
+    block: every stage packed (`prefill_packed`, blockwise) equals the dense masked prefill on the real
+    slots, forward and gradients."""
+    cfg = LLM.replace(num_hidden_layers=4)
+    params = nn.unbox(family_by_name("qwen2").init(cfg, jax.random.key(2)))
+    rng = np.random.default_rng(2)
+    vs, tpf, frames, after = 3, 4, 6, 7
+    n_vis, s = tpf * frames, vs + tpf * frames + after
+    x = jnp.asarray(rng.normal(size=(3, s, cfg.hidden_size)), jnp.float32)
+    real_frames = np.array([6, 3, 5])  # rows 1 and 2: bucket padding frames inside the visual block
+    frame_ok = np.repeat(np.arange(frames)[None] < real_frames[:, None], tpf, axis=1)
+    text_ok = np.arange(after)[None] < np.array([[7], [5], [6]])  # and text padding at the end
+    valid = jnp.asarray(np.concatenate([np.ones((3, vs), bool), frame_ok, text_ok], axis=1))
+    query = jnp.zeros((3, s), bool).at[:, s - 3].set(True)
+    drops = drops_for_plan(build_plan(plan, 4, tpf, layers=(2,) if "attention" in plan else None), cfg, n_vis)
+    assert drops
+
+    def run(impl, p, x):
+        kw = {"drops": drops, "visual_start": vs, "n_visual": n_vis, "query": query}
+        c = cfg.replace(attention_impl=impl)
+        if impl == "dense":
+            h, v, _, _ = llm.prefill(p, c, x, valid, **kw)
+        else:
+            h = llm.prefill_packed(p, c, x, valid, **kw)
+            v = llm.prefill(p, c, x, valid, **kw)[1]
+        return jnp.where(v[..., None], h, 0.0)
+
+    def loss(impl):
+        return jax.jit(jax.value_and_grad(lambda p, x: (run(impl, p, x) ** 2).sum(), argnums=(0, 1)))(params, x)
+
+    want = loss("dense")
+    choices.clear()
+    got = loss("blockwise")
+    assert "blockwise" in choices
+    assert abs(float(got[0]) - float(want[0])) <= 1e-5 * abs(float(want[0]))
+    for a, b in zip(jax.tree.leaves(got[1]), jax.tree.leaves(want[1])):
+        assert np.abs(np.asarray(a) - np.asarray(b)).max() <= 1e-5 * np.abs(np.asarray(b)).max() + 1e-12
 
 
 @pytest.mark.heavy  # CI time: the text loss test covers the packed layout path

@@ -174,6 +174,7 @@ def prefill(
     return_hidden: bool = False,
     query: jax.Array | None = None,
     packed: bool = False,
+    repack: bool = False,
 ):
     """Prefill embeddings x (B, T, D) with padding mask `valid` (B, T).
 
@@ -182,11 +183,17 @@ def prefill(
     tokens; see the module docstring), which lets self-attention use the causal block-sparse
     layout (`use_kernels`); otherwise it is dense with a mask from `valid`. Drops keep rows packed:
     they shrink the visual block and keep ascending indices. Padded rows' outputs are garbage and
-    their cache slots masked.
+    their cache slots masked. `repack` (the training forward, `prefill_packed`) is for rows with
+    padding anywhere, e.g. padded frames inside the visual block: where a layout is used, each stage
+    runs on its rows packed (a stable partition, so the real tokens keep their order and positions)
+    and its output goes back to slot order, so the drops between stages see the original slots; it
+    returns no caches or hiddens.
 
     Returns (final hidden (B, S_last, D) before the final norm, valid of the last stage,
     per-stage caches (None when max_new == 0), per-layer input hiddens if `return_hidden`).
     """
+    if repack and (max_new or return_hidden):
+        raise ValueError("prefill: repack gives no caches or hiddens (max_new=0, return_hidden=False)")
     n_layers = cfg.num_hidden_layers
     drops = sorted((d for d in drops if d.after <= n_layers), key=lambda d: d.after)
     if query is None:
@@ -194,8 +201,14 @@ def prefill(
     caches, hiddens = [], []
     for start, stop, drop in _stages(n_layers, drops):
         if stop > start:
-            layout = causal_layout(x.shape[1], ()) if packed and use_kernels(cfg, x.shape[1]) else None
-            x, kv = _run_stage(params, cfg, x, valid, start, stop, hiddens if return_hidden else None, layout)
+            layout = causal_layout(x.shape[1], ()) if (packed or repack) and use_kernels(cfg, x.shape[1]) else None
+            if repack and layout is not None:
+                order = jnp.argsort(~valid, axis=1, stable=True)
+                out, kv = _run_stage(params, cfg, _take_slots(x, order), _take_slots(valid, order), start, stop,
+                                     None, layout)
+                x = _take_slots(out, jnp.argsort(order, axis=1))
+            else:
+                x, kv = _run_stage(params, cfg, x, valid, start, stop, hiddens if return_hidden else None, layout)
             if max_new:
                 caches.append(_stage_cache(kv, valid, x.shape[1] + max_new))
         if drop is not None:
@@ -207,25 +220,24 @@ def prefill(
     return x, valid, (caches if max_new else None), hiddens
 
 
-def prefill_packed(params: dict, cfg: LLMConfig, x: jax.Array, valid: jax.Array) -> jax.Array:
-    """Final hidden (B, T, D) before the final norm of a prefill without drops or caches (the
-    training forward), in x's slot order; `valid` (B, T) may hold padding anywhere.
+def prefill_packed(params: dict, cfg: LLMConfig, x: jax.Array, valid: jax.Array, *, drops: Sequence[Drop] = (),
+                   visual_start: int = 0, n_visual: int = 0, query: jax.Array | None = None) -> jax.Array:
+    """Final hidden (B, S_last, D) before the final norm of the training forward, in x's slot order
+    (shortened by the drops); `valid` (B, T) may hold padding anywhere.
 
-    Where a layout is used (`use_kernels`), each row's padding is first moved behind its real
-    tokens — a stable partition, so the real tokens keep their order and positions — which makes
-    the causal layout without a padding span exact for them, and attention takes the kernels
-    (or the blockwise path) instead of a dense S×S mask. Padding slots' outputs then differ
-    from the dense path's: they must carry no labels.
+    Where a layout is used (`use_kernels`), every stage runs with each row's padding moved behind
+    its real tokens (`prefill(..., repack=True)`), which makes the causal layout without a padding
+    span exact for them, and attention takes the kernels (or the blockwise path) instead of a dense
+    S×S mask, with LP-Comp's drops too. Padding slots' outputs then differ from the dense path's:
+    they must carry no labels.
     """
-    if not use_kernels(cfg, x.shape[1]):
-        return prefill(params, cfg, x, valid)[0]
-    order = jnp.argsort(~valid, axis=1, stable=True)
+    return prefill(params, cfg, x, valid, drops=drops, visual_start=visual_start, n_visual=n_visual, query=query,
+                   repack=True)[0]
 
-    def take(a, idx):
-        return jnp.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1)
 
-    hidden = prefill(params, cfg, take(x, order), take(valid, order), packed=True)[0]
-    return take(hidden, jnp.argsort(order, axis=1))
+def _take_slots(a: jax.Array, idx: jax.Array) -> jax.Array:
+    """a (B, T, ...) gathered along its slots by idx (B, T)."""
+    return jnp.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1)
 
 
 def _stage_cache(kv, valid, capacity: int) -> KVCache:

@@ -18,10 +18,10 @@ def video_ce(params: dict, batch: dict, spec):
     Row layout fed to the LLM (static length S − 1 + Tb·16):
         [text before <image>] [Tb·16 visual slots; padded frames' slots invalid] [text after <image>]
     Drops only shrink the visual block, so the answer labels (all after it) keep their order:
-    the CE is taken on the text after the visual block, with the head run only there. Without
-    drops the padding (frames, text) is packed behind the real tokens (`llm.prefill_packed`),
-    so attention takes the kernels / blockwise path where `attend` chooses them; drops need the
-    visual block in place, so with a plan attention stays dense with a mask from `valid`.
+    the CE is taken on the text after the visual block, with the head run only there. In every
+    stage between drops the padding (frames, text) is packed behind the real tokens
+    (`llm.prefill_packed`), so attention takes the kernels / blockwise path where `attend` chooses
+    them; the drops see the visual block in place.
     """
     cfg = spec.model_cfg
     ids, labels, valid = batch["input_ids"], batch["labels"], batch["valid"]
@@ -42,11 +42,7 @@ def video_ce(params: dict, batch: dict, spec):
     before_answer = (labels[:, 1:] != IGNORE_INDEX) & (labels[:, :-1] == IGNORE_INDEX)
     query = jnp.concatenate([jnp.zeros((b, vs + n_vis), bool), before_answer[:, vs + 1:],
                              jnp.zeros((b, 1), bool)], axis=1)
-    if drops:
-        hidden, _, _, _ = llm.prefill(params["llm"], cfg.llm, x, v, drops=drops, visual_start=vs, n_visual=n_vis,
-                                      query=query)
-    else:
-        hidden = llm.prefill_packed(params["llm"], cfg.llm, x, v)
+    hidden = llm.prefill_packed(params["llm"], cfg.llm, x, v, drops=drops, visual_start=vs, n_visual=n_vis, query=query)
     n_last = hidden.shape[1] - (ids.shape[1] - 1)
     tail = hidden[:, vs + n_last - 1:]  # last visual slot, then the text after <image>
     tail_labels = jnp.concatenate([jnp.full((b, 1), IGNORE_INDEX, labels.dtype), labels[:, vs + 1:]], axis=1)
