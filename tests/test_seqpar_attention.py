@@ -105,16 +105,16 @@ def _worker() -> None:
     out["trips"] = {"split": split, "one": trips(lambda q, k, v: kernel(q, k, v)[0]),
                     "steps": [len(i.steps) for i in split_tables(lay, COUNT_BLOCKS, COUNT_BLOCKS, t // 4, 4).infos]}
 
-    # The tiny LLM: a 128-token prefill with a padding span, attention on the blockwise path.
+    # The tiny LLM: a packed 128-token prefill (10 padding slots behind), attention on the blockwise path.
     cfg = LLMConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                     num_key_value_heads=2, tie_word_embeddings=False, attention_impl="blockwise")
     ids = jax.random.randint(jax.random.key(5), (2, 128), 0, 256)
-    valid = jnp.ones((2, 128), bool).at[:, 40:50].set(False)
+    valid = jnp.ones((2, 128), bool).at[:, 118:].set(False)
     boxed = jax.jit(qwen2.Qwen2(cfg).init)(jax.random.key(6), ids)["params"]
     params = nn.unbox(boxed)
 
     def logits(p, ids):
-        return llm.head(p, cfg, llm.prefill(p, cfg, llm.embed(p, cfg, ids), valid, pad_span=(40, 50))[0])
+        return llm.head(p, cfg, llm.prefill(p, cfg, llm.embed(p, cfg, ids), valid, packed=True)[0])
 
     want = jax.jit(logits)(params, ids)
     m = mesh(TENSOR_SEQ)
