@@ -54,6 +54,7 @@ def test_base_greedy_tokens(lm, ref, penalty, key):
     np.testing.assert_array_equal(toks, ref[f"L4/base/{key}"])
 
 
+@pytest.mark.heavy  # CI time: the answer path (cached video prefix + extend) meets the recorded original in test_videochat_flash
 def test_prefix_cache_then_extend_equals_one_prefill(lm, ref):
     """Prefilling [system + video] once and extending with the question gives the same tokens."""
     cfg, params = lm
