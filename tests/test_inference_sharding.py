@@ -23,7 +23,6 @@ import pytest
 
 SEQUENCE_MESH = "tensor=2,sequence=4"
 MESHES = ("data=8", "data=2,tensor=4", SEQUENCE_MESH)
-VISION_MESHES = ("tensor=4,data=2", SEQUENCE_MESH)
 CHECKPOINT_MESH = "tensor=2,data=4"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout's lvjax, not an installed one
 
@@ -98,8 +97,8 @@ def _spec(s) -> list:
     return [list(e) if isinstance(e, tuple) else e for e in s.spec]
 
 
-def _vision_worker() -> None:
-    """The ViT on VISION_MESHES vs one device: the specs of the compiled ViT's vision parameters and of
+def _vision_worker(mesh: str) -> None:
+    """The ViT on `mesh` vs one device: the specs of the compiled ViT's vision parameters and of
     its features (as XLA placed them), the visual tokens, and the features of 5 clips (uneven), also
     2 clips at a time (`chunked_map`: two chunks and a remainder)."""
     import jax
@@ -122,7 +121,7 @@ def _vision_worker() -> None:
             return f
         return vision
 
-    for mesh in (None, *VISION_MESHES):
+    for mesh in (None, mesh):
         model = lvjax.load(str(folder), mesh=mesh)
         encoded = model.encode_video(video, fps=1.0)
         size = model.config.vision.image_size
@@ -139,6 +138,65 @@ def _vision_worker() -> None:
             if mesh else None,
             "llm_gate_spec": _spec(model.params["llm"]["layers"][0]["mlp"]["gate_proj"]["kernel"].sharding) if mesh else None,
             "feature_specs": [_spec(s) for s in feats] if mesh else None}
+    print("RESULT" + json.dumps(out))
+
+
+def _families_worker() -> None:
+    """Video-XL (windows over a growing memory) and Video-XL-2 (chunk-sparse prefill on the split
+    blockwise path, bi-level decoding) loaded on SEQUENCE_MESH from the recorded tiny originals:
+    Video-XL's text logits and eval-style / greedy ids, Video-XL-2's suffix and step logits and
+    greedy ids per mode, and whether its prefill ran under shard_map."""
+    import types
+
+    import jax
+    import numpy as np
+
+    import lvjax
+    from lvjax.families.base import Encoded
+    from lvjax.families.video_xl import FAMILY as VIDEO_XL
+    from lvjax.families.video_xl import window_plan
+    from lvjax.families.video_xl.prompt import prompt_ids
+    from lvjax.families.video_xl.vision import clip_preprocess, encode_pixels
+    from lvjax.families.video_xl2 import answer_from_embeds, modes, runner
+    from lvjax.generate import GenerationConfig
+    from lvjax.models import llm
+    from tests.conftest import Recorded
+    from tests.test_video_xl import QUESTION, run
+    from tests.test_video_xl2_llm import MODES, recorded_spans_and_options
+
+    out = {}
+    ref = Recorded("videoxl")
+    model = lvjax.load(str(ref.model_dir), mesh=SEQUENCE_MESH)
+    with model._sharded():
+        pixels = clip_preprocess(ref["video/frames_uint8"], model.config.preprocess)
+        visual = encode_pixels(model.params, jax.numpy.asarray(pixels), cfg=model.config)
+        ids = prompt_ids(model.tokenizer, QUESTION)
+        res = run(model, ids, visual, window_plan(model.config, 160, 4))
+        logits = llm.head(model.params["llm"], model.config.llm, res.hidden[None])[0]
+        enc = Encoded(visual, types.SimpleNamespace(frames=ref["video/frames_uint8"]), {})
+        gen = GenerationConfig(max_new_tokens=10, repetition_penalty=1.05, eos_token_ids=(522, 520), pad_token_id=520)
+        evalstyle, _ = VIDEO_XL.answer_encoded(model, enc, QUESTION, gen=gen, seed=0, compression_ratio=4)
+    tokens, count = res.decoded[:2]
+    out["videoxl"] = {"logits_text": np.asarray(logits).tolist(), "greedy_ids": np.asarray(tokens)[: int(count)].tolist(),
+                      "evalstyle_ids": [int(t) for t in evalstyle],
+                      "gate_spec": _spec(model.params["llm"]["layers"]["mlp"]["gate_proj"]["kernel"].sharding)}
+
+    ref = Recorded("videoxl2")
+    model = lvjax.load(str(ref.model_dir), mesh=SEQUENCE_MESH)
+    cfg = model.config.llm.replace(attention_impl="blockwise")
+    spans, options = recorded_spans_and_options(ref)
+    gen = model.generation.replace(do_sample=False, max_new_tokens=10)  # the eval: greedy, the folder's penalty
+    for name, opts in MODES.items():
+        mode = modes.resolve(**{**options, **opts})
+        with model._sharded():
+            tokens, n, logits = answer_from_embeds(model.params["llm"], cfg, ref["common/inputs_embeds"], spans, mode,
+                                                   gen, return_logits=True)
+            layout, plan = modes.layout_and_plan(spans, mode)
+            jaxpr = jax.make_jaxpr(lambda p, x, layout=layout, plan=plan: runner.generate(
+                p, x, jax.numpy.zeros((1, cfg.vocab_size), bool), jax.random.key(0), cfg=cfg, gen=gen, layout=layout,
+                plan=plan, suffix_start=spans.visual_end))(model.params["llm"], ref["common/inputs_embeds"][None])
+        out[f"videoxl2/{name}"] = {"suffix": logits["suffix"].tolist(), "steps": logits["steps"].tolist(),
+                                   "greedy_ids": tokens[:n].tolist(), "shard_map": "shard_map" in str(jaxpr)}
     print("RESULT" + json.dumps(out))
 
 
@@ -274,26 +332,25 @@ def test_sequence_axis_splits_the_llm_tokens_only():
         assert tuple(nn.logical_to_mesh_axes(axes, rules)) == (sharding.AXES, None, None), axes
 
 
-def test_vit_runs_data_parallel_over_clips_on_every_axis():
-    """On (tensor=4, data=2) and (tensor=2, sequence=4) the compiled ViT's weights are whole over tensor /
+@pytest.mark.parametrize("mesh", [SEQUENCE_MESH, pytest.param("tensor=4,data=2", marks=pytest.mark.heavy)])  # CI time
+def test_vit_runs_data_parallel_over_clips_on_every_axis(mesh):
+    """On (tensor=2, sequence=4) and (tensor=4, data=2) the compiled ViT's weights are whole over tensor /
     sequence, its clips split over all axes (also 5 clips, which no axis divides: GSPMD pads), and the
     visual tokens equal one device's; the LLM stays tensor-parallel. (The answers on these meshes:
     `test_answer_on_8_device_meshes_matches_one_device`, heavy.)"""
     import numpy as np
 
-    out = _run_worker(timeout=900, worker="vision")
-    one = out["None"]
+    out = _run_worker(timeout=900, worker=f"vision:{mesh}")
+    one, got = out["None"], out[mesh]
     np.testing.assert_allclose(one["chunked"], one["five"], atol=1e-5)
-    for mesh in VISION_MESHES:
-        got = out[mesh]
-        np.testing.assert_allclose(got["visual"], one["visual"], atol=1e-5, err_msg=mesh)
-        np.testing.assert_allclose(got["five"], one["five"], atol=1e-5, err_msg=mesh)
-        np.testing.assert_allclose(got["chunked"], one["five"], atol=1e-5, err_msg=mesh)
-        assert not any("tensor" in s or "sequence" in s for s in got["vision_param_specs"]), got
-        assert any("fsdp" in s for s in got["vision_param_specs"]), got  # vision_embed → fsdp
-        assert got["llm_gate_spec"] == ["fsdp", "tensor"], got
-        split = [a for a in ("data", "tensor", "sequence") if a in mesh]  # XLA names the axes of size > 1
-        assert got["feature_specs"] == [[split]], got  # (clips, tokens, C): clips split, the rest whole
+    np.testing.assert_allclose(got["visual"], one["visual"], atol=1e-5)
+    np.testing.assert_allclose(got["five"], one["five"], atol=1e-5)
+    np.testing.assert_allclose(got["chunked"], one["five"], atol=1e-5)
+    assert not any("tensor" in s or "sequence" in s for s in got["vision_param_specs"]), got
+    assert any("fsdp" in s for s in got["vision_param_specs"]), got  # vision_embed → fsdp
+    assert got["llm_gate_spec"] == ["fsdp", "tensor"], got
+    split = [a for a in ("data", "tensor", "sequence") if a in mesh]  # XLA names the axes of size > 1
+    assert got["feature_specs"] == [[split]], got  # (clips, tokens, C): clips split, the rest whole
 
 
 def test_checkpoint_restores_into_the_mesh_shardings():
@@ -310,9 +367,33 @@ def test_checkpoint_restores_into_the_mesh_shardings():
     assert out["corrupt"] and "'llm/norm/scale'" in out["corrupt"] and "sha256" in out["corrupt"], out
 
 
+@pytest.mark.heavy  # CI time: the split kernels on Video-XL-2's layout are in test_seqpar_attention
+def test_video_xl_families_on_a_sequence_mesh_match_the_recorded_originals(recorded):
+    """Video-XL's windows and Video-XL-2's chunk-sparse prefill (blockwise, split per device under
+    shard_map) and bi-level decoding, on tensor=2 × sequence=4: the original's logits (≤ 1e-4) and ids."""
+    import numpy as np
+
+    out = _run_worker(timeout=1200, worker="families")
+    xl = recorded("videoxl")
+    got = out["videoxl"]
+    np.testing.assert_allclose(got["logits_text"], xl["main/logits_text"], atol=1e-4, rtol=0)
+    assert got["greedy_ids"] == xl["main/greedy_ids"].tolist()
+    assert got["evalstyle_ids"] == xl["main/evalstyle_ids"].tolist()
+    assert "tensor" in str(got["gate_spec"]), got["gate_spec"]  # the LLM is tensor-parallel
+    xl2 = recorded("videoxl2")
+    for mode in ("pure", "w_chunk", "bilevel"):
+        got = out[f"videoxl2/{mode}"]
+        np.testing.assert_allclose(got["suffix"], xl2[f"{mode}/logits_suffix"], atol=1e-4, rtol=0, err_msg=mode)
+        np.testing.assert_allclose(got["steps"], xl2[f"{mode}/greedy_step_logits"], atol=1e-4, rtol=0, err_msg=mode)
+        assert got["greedy_ids"] == xl2[f"{mode}/greedy_ids"].tolist(), mode
+        assert got["shard_map"], mode  # the blockwise attention ran split over `sequence`
+
+
 if __name__ == "__main__" and os.environ.get("LVJAX_INFERENCE_SHARDING_WORKER") == "checkpoint":
     _checkpoint_worker()
-elif __name__ == "__main__" and os.environ.get("LVJAX_INFERENCE_SHARDING_WORKER") == "vision":
-    _vision_worker()
+elif __name__ == "__main__" and os.environ.get("LVJAX_INFERENCE_SHARDING_WORKER") == "families":
+    _families_worker()
+elif __name__ == "__main__" and os.environ.get("LVJAX_INFERENCE_SHARDING_WORKER", "").startswith("vision:"):
+    _vision_worker(os.environ["LVJAX_INFERENCE_SHARDING_WORKER"].split(":", 1)[1])
 elif __name__ == "__main__" and os.environ.get("LVJAX_INFERENCE_SHARDING_WORKER"):
     _worker()

@@ -38,6 +38,11 @@ def setup(ref):
     rules = FAMILY.rules(cfg)
     used = {k for r in rules for k in r.hf_keys()}
     params = jax.tree.map(jnp.asarray, hf_to_lvjax(tensors, rules, ignore=set(tensors) - used))
+    return (cfg, params, *recorded_spans_and_options(ref))
+
+
+def recorded_spans_and_options(ref):
+    """(VisualSpans, the chunk-sparse / bi-level settings) of the recorded prompt."""
     facts = ref.facts
     args = facts["w_chunk"]["mask_args"]
     spans = visual_spans(ref["common/time_embedding"], args["visual_token_start_pos"], args["total_len"],
@@ -46,7 +51,7 @@ def setup(ref):
     s = facts["settings"]
     options = {"block_size_chosed": s["block_size_chosed"], "prev_blocks_num": s["prev_blocks_num"],
                "selected_config": s["selected_config"], "selected_unit_indices": s["selected_unit_indices"]}
-    return cfg, params, spans, options
+    return spans, options
 
 
 def test_time_token_spans(ref, setup):

@@ -36,7 +36,7 @@ from lvjax.caches import KVCache
 from lvjax.config import LLMConfig
 from lvjax.generate import GenerationConfig, choose
 from lvjax.models import llm as llm_lib
-from lvjax.models.qwen2 import MLP, Attention, Qwen2, RMSNorm, apply_rope, rope_cos_sin
+from lvjax.models.qwen2 import ACT, KV_AXES, MLP, Q_AXES, Attention, Qwen2, RMSNorm, apply_rope, rope_cos_sin
 from lvjax.models.stack import scanned
 
 P = nn.with_logical_partitioning
@@ -133,6 +133,8 @@ class BeaconLayer(nn.Module):
 
     Scan body: (x (B, L, D), (mem_k, mem_v) of this layer, memory length, rope of the step,
     step mask (B, L, L), vst_rows (B, n) or None) → (x, pre-RoPE (k, v) of the step rows).
+    Under a `sequence` mesh axis the step's rows are split (as Qwen2's layers): each device
+    attends its own query rows to the whole memory and the all-gathered step keys.
     """
 
     cfg: LLMConfig
@@ -143,8 +145,11 @@ class BeaconLayer(nn.Module):
         cfg = self.cfg
         norm = lambda name: RMSNorm(cfg.rms_norm_eps, cfg.dtype, cfg.param_dtype, name=name)  # noqa: E731
         attn = Attention(cfg, beacon=self.beacon, name="self_attn")
+        x = nn.with_logical_constraint(x, ACT)
         q, k, v = attn.project(norm("input_layernorm")(x), vst_rows)
-        out = memory_attention(apply_rope(q, *rope_step), apply_rope(k, *rope_step), v, step_mask, mem, length, cfg)
+        q = nn.with_logical_constraint(apply_rope(q, *rope_step), Q_AXES)
+        k, v = (nn.with_logical_constraint(a, KV_AXES) for a in (k, v))
+        out = memory_attention(q, apply_rope(k, *rope_step), v, step_mask, mem, length, cfg)
         b, t = x.shape[:2]
         x = x + attn.o_proj(out.reshape(b, t, -1))
         x = x + MLP(cfg, name="mlp")(norm("post_attention_layernorm")(x))
