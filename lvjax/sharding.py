@@ -152,8 +152,21 @@ def logical_specs(boxed_tree) -> Any:
 
 
 def tree_shardings(boxed_tree, mesh: Mesh, rules) -> Any:
-    """NamedShardings for every leaf of a boxed tree under `rules` (unboxed leaf structure)."""
-    return nn.logical_to_mesh_sharding(logical_specs(boxed_tree), mesh, rules_tuple(rules))
+    """NamedShardings for every leaf of a boxed tree under `rules` (unboxed leaf structure). A dim
+    that its mesh axes do not divide (e.g. a vocabulary of 577 rows on tensor=2) is replicated."""
+    shardings = nn.logical_to_mesh_sharding(logical_specs(boxed_tree), mesh, rules_tuple(rules))
+    return jax.tree.map(lambda sh, leaf: NamedSharding(mesh, fit_spec(sh.spec, leaf.shape, mesh)), shardings,
+                        nn.unbox(boxed_tree))
+
+
+def fit_spec(spec: P, shape: Sequence[int], mesh: Mesh) -> P:
+    """`spec` without the mesh axes of any dim of `shape` they do not divide (that dim replicated)."""
+    entries = tuple(spec) + (None,) * (len(shape) - len(spec))
+    fitted = []
+    for dim, axes in zip(shape, entries):
+        names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+        fitted.append(axes if dim % int(np.prod([mesh.shape[a] for a in names])) == 0 else None)
+    return P(*fitted)
 
 
 def param_shardings(family, cfg, mesh: Mesh, rules) -> Any:

@@ -155,6 +155,7 @@ def _families_worker() -> None:
     from lvjax.families.base import Encoded
     from lvjax.families.video_xl import FAMILY as VIDEO_XL
     from lvjax.families.video_xl import window_plan
+    from lvjax.families.video_xl.convert import set_resize_rows
     from lvjax.families.video_xl.prompt import prompt_ids
     from lvjax.families.video_xl.vision import clip_preprocess, encode_pixels
     from lvjax.families.video_xl2 import answer_from_embeds, modes, runner
@@ -167,12 +168,15 @@ def _families_worker() -> None:
     out = {}
     ref = Recorded("videoxl")
     model = lvjax.load(str(ref.model_dir), mesh=SEQUENCE_MESH)
+    # the original loader's random new vocabulary row, as recorded (lvjax's default is zeros), placed as before
+    resized = set_resize_rows(model.params, ref["loader/embed_tokens_new_row"], ref["loader/lm_head_new_row"])
+    model.params = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), resized, model.params)
     with model._sharded():
         pixels = clip_preprocess(ref["video/frames_uint8"], model.config.preprocess)
-        visual = encode_pixels(model.params, jax.numpy.asarray(pixels), cfg=model.config)
+        visual, _ = encode_pixels(model.params, jax.numpy.asarray(pixels), cfg=model.config)
         ids = prompt_ids(model.tokenizer, QUESTION)
         res = run(model, ids, visual, window_plan(model.config, 160, 4))
-        logits = llm.head(model.params["llm"], model.config.llm, res.hidden[None])[0]
+        logits = jax.jit(llm.head, static_argnums=1)(model.params["llm"], model.config.llm, res.hidden[None])[0]
         enc = Encoded(visual, types.SimpleNamespace(frames=ref["video/frames_uint8"]), {})
         gen = GenerationConfig(max_new_tokens=10, repetition_penalty=1.05, eos_token_ids=(522, 520), pad_token_id=520)
         evalstyle, _ = VIDEO_XL.answer_encoded(model, enc, QUESTION, gen=gen, seed=0, compression_ratio=4)
@@ -387,6 +391,20 @@ def test_video_xl_families_on_a_sequence_mesh_match_the_recorded_originals(recor
         np.testing.assert_allclose(got["steps"], xl2[f"{mode}/greedy_step_logits"], atol=1e-4, rtol=0, err_msg=mode)
         assert got["greedy_ids"] == xl2[f"{mode}/greedy_ids"].tolist(), mode
         assert got["shard_map"], mode  # the blockwise attention ran split over `sequence`
+
+
+def test_dims_the_mesh_does_not_divide_are_replicated():
+    """Video-XL's 577-row vocabulary on tensor=2: that dim is replicated, the others keep their axes."""
+    from jax.sharding import AbstractMesh
+    from jax.sharding import PartitionSpec as P
+
+    from lvjax.sharding import AXES, fit_spec
+
+    mesh = AbstractMesh((2, 1, 2, 4), AXES)
+    assert fit_spec(P("tensor", "fsdp"), (577, 64), mesh) == P(None, "fsdp")
+    assert fit_spec(P("tensor", "fsdp"), (576, 64), mesh) == P("tensor", "fsdp")
+    assert fit_spec(P(("data", "tensor"), None), (6, 3), mesh) == P(None, None)  # 6 rows, 4 devices
+    assert fit_spec(P(("data", "tensor")), (8, 3), mesh) == P(("data", "tensor"), None)
 
 
 if __name__ == "__main__" and os.environ.get("LVJAX_INFERENCE_SHARDING_WORKER") == "checkpoint":
