@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-compile -e '.[test]'  # no byte-compiling of torch & co: 41 s instead of 125 s
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the shipped tiny model (trained by lvjax train) answering fresh synthetic videos

@@ -336,7 +336,8 @@ def test_sequence_axis_splits_the_llm_tokens_only():
         assert tuple(nn.logical_to_mesh_axes(axes, rules)) == (sharding.AXES, None, None), axes
 
 
-@pytest.mark.parametrize("mesh", [SEQUENCE_MESH, pytest.param("tensor=4,data=2", marks=pytest.mark.heavy)])  # CI time
+@pytest.mark.heavy  # CI time (~75 s); the vision rules are checked in CI by test_sequence_axis_splits_the_llm_tokens_only
+@pytest.mark.parametrize("mesh", [SEQUENCE_MESH, "tensor=4,data=2"])
 def test_vit_runs_data_parallel_over_clips_on_every_axis(mesh):
     """On (tensor=2, sequence=4) and (tensor=4, data=2) the compiled ViT's weights are whole over tensor /
     sequence, its clips split over all axes (also 5 clips, which no axis divides: GSPMD pads), and the
@@ -357,6 +358,7 @@ def test_vit_runs_data_parallel_over_clips_on_every_axis(mesh):
     assert got["feature_specs"] == [[split]], got  # (clips, tokens, C): clips split, the rest whole
 
 
+@pytest.mark.heavy  # CI time (~65 s); CI keeps the mesh placement of training (test_train_sharding) and fit_spec
 def test_checkpoint_restores_into_the_mesh_shardings():
     """An lvjax checkpoint loaded on a mesh: every parameter restored straight into the sharding (and
     the values) the HF-folder load gives, the same answer, checksums verified one parameter on the host

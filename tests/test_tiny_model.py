@@ -94,6 +94,7 @@ def _small_data(work: str, n: int = 16) -> None:
     sq.training_jsonl(path, os.path.join(work, "data", "train.jsonl"))
 
 
+@pytest.mark.heavy  # CI time: the training loop is covered by test_train_loop (kill / resume, pretrained start)
 def test_short_training_lowers_the_loss(tmp_path):
     from lvjax.train.config import load_config
     from lvjax.train.loop import train

@@ -67,6 +67,7 @@ def _assert_close(got, want):
         assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max() + 1e-12, jax.tree_util.keystr(path)
 
 
+@pytest.mark.heavy  # CI time: the drops test below runs the same packed layout path, with video and drops
 def test_text_loss_on_the_layout_path_equals_dense(choices):
     params = nn.unbox(family_by_name("qwen2").init(LLM, jax.random.key(0)))
     ids, valid = _rows(np.random.default_rng(0), (40, 23, 31), 40, left_padded=(1,))
@@ -123,7 +124,7 @@ def test_drops_with_padded_frames_on_the_layout_path_equal_dense(choices, plan):
         assert np.abs(np.asarray(a) - np.asarray(b)).max() <= 1e-5 * np.abs(np.asarray(b)).max() + 1e-12
 
 
-@pytest.mark.heavy  # CI time: the text loss test covers the packed layout path
+@pytest.mark.heavy  # CI time: the drops test above covers the packed layout path with video
 def test_video_loss_on_the_layout_path_equals_dense(choices):
     family = family_by_name("videochat_flash")
     cfg = family.config_from_hf(VIDEO_HF, "test")
