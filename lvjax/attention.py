@@ -12,7 +12,6 @@ Under a mesh with a `sequence` axis the kernels run sequence-parallel (`query_sp
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +19,7 @@ import jax.numpy as jnp
 from kernels_pallas.block_sparse.api import block_sparse_attention
 from kernels_pallas.block_sparse.blockwise import blockwise_attention
 from kernels_pallas.block_sparse.sharded import split_queries
-from lvjax.sharding import BATCH_AXES, SEQUENCE_AXIS, TENSOR_AXIS
+from lvjax.sharding import BATCH_AXES, SEQUENCE_AXIS, TENSOR_AXIS, divides
 
 _NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
 
@@ -153,7 +152,7 @@ def query_split(batch: int, kv_heads: int) -> dict | None:
 
     def axes(names, size):
         names = tuple(a for a in names if mesh.shape.get(a, 1) > 1)
-        return names if size % math.prod(mesh.shape[a] for a in names) == 0 else ()
+        return names if divides(size, names, mesh.shape) else ()
 
     return {"axis": SEQUENCE_AXIS, "count": mesh.shape[SEQUENCE_AXIS], "batch_axes": axes(BATCH_AXES, batch),
             "head_axes": axes((TENSOR_AXIS,), kv_heads)}

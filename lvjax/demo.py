@@ -62,6 +62,8 @@ def main(argv=None) -> int:
                     help=f"held-out items per setting (default {HELD_OUT}; 0: the fresh videos only)")
     ap.add_argument("--random", action="store_true", help="a random-weight tiny model instead (pipeline only)")
     args = ap.parse_args(argv)
+    if args.n < 0:
+        ap.error(f"--n must be 0 or more, not {args.n}")
     work = args.workdir or tempfile.mkdtemp(prefix="lvjax-demo-")
     os.makedirs(work, exist_ok=True)
     if args.random:
@@ -77,7 +79,7 @@ def main(argv=None) -> int:
         print(f"  {r['type']:>8} ({r['frames']:3d} frames) {r['question']}{opts}\n"
               f"           answer {r['output']!r:10} expected {r['answer']!r:8} {mark}")
     print(f"  ({time.perf_counter() - t0:.1f} s so far)")
-    if args.n <= 0:
+    if args.n == 0:
         return 0
     print(f"\n  accuracy on the first {args.n} held-out test items (chance: "
           + ", ".join(f"{t} {100 * sq.CHANCE[t]:.0f} %" for t in sq.TYPES) + "):")

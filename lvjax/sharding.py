@@ -159,14 +159,16 @@ def tree_shardings(boxed_tree, mesh: Mesh, rules) -> Any:
                         nn.unbox(boxed_tree))
 
 
+def divides(size: int, axes, mesh_shape) -> bool:
+    """Whether the devices of mesh `axes` (a name, a tuple of names or None) split `size` evenly."""
+    names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    return size % int(np.prod([mesh_shape[a] for a in names])) == 0
+
+
 def fit_spec(spec: P, shape: Sequence[int], mesh: Mesh) -> P:
     """`spec` without the mesh axes of any dim of `shape` they do not divide (that dim replicated)."""
     entries = tuple(spec) + (None,) * (len(shape) - len(spec))
-    fitted = []
-    for dim, axes in zip(shape, entries):
-        names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
-        fitted.append(axes if dim % int(np.prod([mesh.shape[a] for a in names])) == 0 else None)
-    return P(*fitted)
+    return P(*(axes if divides(dim, axes, mesh.shape) else None for dim, axes in zip(shape, entries)))
 
 
 def param_shardings(family, cfg, mesh: Mesh, rules) -> Any:

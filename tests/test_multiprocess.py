@@ -65,13 +65,13 @@ def test_two_processes_answer_like_one_device(tmp_path):
         lines = [line for line in stdout.splitlines() if line.startswith("RESULT")]
         assert p.returncode == 0 and lines, stderr[-3000:]
         outs.append(json.loads(lines[0][len("RESULT"):]))
-    _, report = lvjax.load(folder).answer_encoded(lvjax.load(folder).encode_video(_video(), fps=1.0), QUESTION,
-                                                  max_new_tokens=8)
+    one = lvjax.load(folder)
+    _, report = one.answer_encoded(one.encode_video(_video(), fps=1.0), QUESTION, max_new_tokens=8)
     assert sorted(o["process"][0] for o in outs) == [0, 1] and all(o["process"][1] == 2 for o in outs)
     assert all(o["devices"] == [8, 4] for o in outs)
     for o in outs:
         assert o["tokens"] == report["token_ids"], o
-        shape, local_shards, whole = o["gate"]
+        _, local_shards, whole = o["gate"]
         assert local_shards == 4 and not whole, o  # the weight spans both processes; each holds 4 shards
         assert o["load"]["host_peak_bytes"] < o["load"]["parameter_bytes"] / 4, o["load"]
 
